@@ -1,0 +1,1 @@
+"""PRM Studio application: settings, database, CLI and the Gradio dashboard."""

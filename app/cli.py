@@ -1,0 +1,298 @@
+"""The ``prm-studio`` command line.
+
+Every command that takes input validates all of it before it touches the database, and reports
+bad input as one line ``prm-studio: error: …`` with exit status 2; nothing is written then.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import tomllib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def read_config_file(path: str | None) -> dict[str, Any]:
+    """A job config from a JSON or TOML file (by extension; JSON otherwise)."""
+    if path is None:
+        return {}
+    file = Path(path)
+    if not file.is_file():
+        raise CliError(f"config file {path} does not exist")
+    text = file.read_text(encoding="utf-8", errors="replace")
+    try:
+        data = tomllib.loads(text) if file.suffix == ".toml" else json.loads(text)
+    except json.JSONDecodeError as error:
+        raise CliError(
+            f"config file {path} is not valid JSON: line {error.lineno} column {error.colno}: "
+            f"{error.msg}"
+        ) from None
+    except tomllib.TOMLDecodeError as error:
+        raise CliError(f"config file {path} is not valid TOML: {error}") from None
+    if not isinstance(data, dict):
+        raise CliError(
+            f"config file {path} must hold an object of fields, not {type(data).__name__}"
+        )
+    return data
+
+
+def ensure_database() -> None:
+    """Create or upgrade the schema (idempotent): every command may be the first one run."""
+    from app.db import migrate
+    from app.settings import get_settings
+
+    get_settings().ensure_dirs()
+    migrate()
+
+
+def run_as_dict(run) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "kind": run.kind,
+        "name": run.name,
+        "group": run.group_name,
+        "status": run.status,
+        "progress": round(run.progress, 4),
+        "message": run.progress_message,
+        "error": run.error,
+        "worker_host": run.worker_host,
+        "created_at": run.created_at.isoformat() if run.created_at else None,
+        "started_at": run.started_at.isoformat() if run.started_at else None,
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "config": run.config,
+        "result": run.result,
+    }
+
+
+def parse_run_id(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"run id must be an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"run id must be positive, got {value}")
+    return value
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def cmd_migrate(_args: argparse.Namespace) -> int:
+    ensure_database()
+    from app.settings import get_settings
+
+    print(f"database at head: {get_settings().database_url}")
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from workers.registry import get_kind, validate_config
+
+    config = read_config_file(args.config)
+    validate_config(get_kind(args.kind), config)  # fail before anything is written
+    ensure_database()
+    from workers.runner import submit
+
+    run_id = submit(args.kind, config, name=args.name or "", group_name=args.group)
+    print(f"submitted {args.kind} run")
+    print(run_id)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    ensure_database()
+    from app import crud
+    from app.db import read_session
+
+    with read_session() as session:
+        run = crud.get_run(session, run_id=args.run)
+        data = run_as_dict(run)
+    if args.json:
+        print(json.dumps(data))
+    else:
+        for key, value in data.items():
+            print(f"{key:>12}: {value}")
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    ensure_database()
+    from workers.runner import cancel
+
+    run = cancel(args.run)
+    print(f"run {run.id}: {run.status}{' (cancel requested)' if run.cancel_requested else ''}")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    ensure_database()
+    from app import crud
+    from app.db import read_session
+
+    with read_session() as session:
+        rows = crud.list_runs(session, kind=args.kind, status=args.status, limit=args.limit)
+        table = [
+            (r.id, r.kind, r.name, r.status, f"{r.progress:.0%}", r.created_at.strftime("%F %T"))
+            for r in rows
+        ]
+    header = ("id", "kind", "name", "status", "progress", "created")
+    widths = [max(len(str(row[i])) for row in [header, *table]) for i in range(len(header))]
+    for row in [header, *table]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    ensure_database()
+    from app.settings import get_settings
+    from workers.celery_app import app as celery_app
+
+    celery_app.worker_main(
+        [
+            "worker",
+            f"--loglevel={args.loglevel}",
+            f"--queues={args.queues}",
+            f"--concurrency={args.concurrency or get_settings().worker_concurrency}",
+            "--pool=prefork",
+            # Gossip/mingle/heartbeat need broadcast, which the SQLite transport lacks; workers
+            # report liveness through the database instead.
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
+    )
+    return 0
+
+
+def stop_process_group(process: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM the whole group (the worker and its pool children), SIGKILL what is left."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    except ProcessLookupError:
+        pass
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from app.settings import get_settings
+
+    settings = get_settings()
+    host, port = args.host or settings.host, args.port or settings.port
+    ensure_database()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "worker", "--loglevel=WARNING"],
+        start_new_session=True,  # its own process group: we stop it and its children as one
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    from app.ui import build_ui
+
+    demo = build_ui()
+    try:
+        demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True)
+        print(f"PRM Studio is running at http://{host}:{port} (Ctrl+C to stop)", flush=True)
+        while not stop.wait(1.0):
+            if worker.poll() is not None:
+                print(f"worker exited with status {worker.returncode}; stopping", file=sys.stderr)
+                return 1
+    finally:
+        demo.close()
+        stop_process_group(worker)
+    return 0
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    from workers.sandbox import exec_jsonl
+
+    summary = exec_jsonl(Path(args.requests), Path(args.out), workers=args.workers)
+    print(json.dumps(summary))
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="prm-studio",
+        description="Process reward models for code RL: jobs, sandbox and dashboard.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, handler: Callable[[argparse.Namespace], int], help_: str):
+        command = sub.add_parser(name, help=help_, description=help_)
+        command.set_defaults(handler=handler)
+        return command
+
+    up = add("up", cmd_up, "Migrate, start an embedded worker and serve the dashboard.")
+    up.add_argument("--host", help="address to bind (default: PRM_STUDIO_HOST, 127.0.0.1)")
+    up.add_argument("--port", type=int, help="port (default: PRM_STUDIO_PORT, 7860)")
+
+    worker = add("worker", cmd_worker, "Run a Celery worker (on this or another host).")
+    worker.add_argument("--queues", default="cpu,gpu", help="comma-separated queues to consume")
+    worker.add_argument("--concurrency", type=int, help="jobs at once (default: settings)")
+    worker.add_argument("--loglevel", default="INFO")
+
+    add("migrate", cmd_migrate, "Create or upgrade the database schema.")
+
+    submit = add("submit", cmd_submit, "Submit a job; prints the run id on its last line.")
+    submit.add_argument("kind", help="job kind, e.g. healthcheck")
+    submit.add_argument("--config", help="JSON or TOML file with the job's config fields")
+    submit.add_argument("--name", help="a name for the run")
+    submit.add_argument("--group", help="group the run with its siblings")
+
+    status = add("status", cmd_status, "Show one run.")
+    status.add_argument("run", type=parse_run_id)
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+
+    cancel = add("cancel", cmd_cancel, "Cancel a queued or running run.")
+    cancel.add_argument("run", type=parse_run_id)
+
+    runs = add("runs", cmd_runs, "List recent runs.")
+    runs.add_argument("--kind")
+    runs.add_argument("--status")
+    runs.add_argument("--limit", type=int, default=50)
+
+    exec_ = add("exec", cmd_exec, "Run execution requests (JSONL) in the sandbox.")
+    exec_.add_argument("requests", help="JSONL file of execution requests")
+    exec_.add_argument("--out", required=True, help="where to write one result per request")
+    exec_.add_argument("--workers", type=int, help="parallel sandboxes (default: CPU cores)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from app.crud import RunNotFound
+    from workers.registry import ConfigError, UnknownJobKind
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (CliError, ConfigError, UnknownJobKind, RunNotFound) as error:
+        print(f"prm-studio: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Queries and writes on the run database. Keyword-only, and none of them commits:
+the caller's ``session_scope()`` decides what one transaction holds."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from app.orm import Artifact, Metric, Run, RunStatus, utcnow
+
+
+class RunNotFound(LookupError):
+    def __init__(self, run_id: int) -> None:
+        super().__init__(f"run {run_id} does not exist (see `prm-studio runs` for the list)")
+        self.run_id = run_id
+
+
+def create_run(
+    session: Session,
+    *,
+    kind: str,
+    config: dict[str, Any],
+    name: str = "",
+    group_name: str | None = None,
+    parent_id: int | None = None,
+) -> Run:
+    run = Run(kind=kind, config=config, name=name, group_name=group_name, parent_id=parent_id)
+    session.add(run)
+    session.flush()
+    return run
+
+
+def get_run(session: Session, *, run_id: int) -> Run:
+    run = session.get(Run, run_id)
+    if run is None:
+        raise RunNotFound(run_id)
+    return run
+
+
+def list_runs(
+    session: Session,
+    *,
+    kind: str | None = None,
+    status: str | None = None,
+    group_name: str | None = None,
+    text: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> Sequence[Run]:
+    query = select(Run).order_by(Run.id.desc()).limit(limit).offset(offset)
+    if kind:
+        query = query.where(Run.kind == kind)
+    if status:
+        query = query.where(Run.status == status)
+    if group_name:
+        query = query.where(Run.group_name == group_name)
+    if text:
+        query = query.where(Run.name.contains(text) | Run.kind.contains(text))
+    return session.scalars(query).all()
+
+
+def claim_run(session: Session, *, run_id: int, task_id: str | None, worker_host: str) -> bool:
+    """Atomically move a queued run to running. False if someone else has it (or it was
+    cancelled while queued): the single-runner guarantee rests on this one UPDATE."""
+    now = utcnow()
+    result = session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == RunStatus.queued)
+        .values(
+            status=RunStatus.running,
+            started_at=now,
+            heartbeat_at=now,
+            task_id=task_id,
+            worker_host=worker_host,
+        )
+    )
+    return result.rowcount == 1
+
+
+def finish_run(
+    session: Session,
+    *,
+    run_id: int,
+    status: RunStatus,
+    error: str | None = None,
+    result: dict[str, Any] | None = None,
+) -> None:
+    values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "error": error}
+    if status == RunStatus.succeeded:
+        values["progress"] = 1.0
+    if result is not None:
+        values["result"] = result
+    session.execute(update(Run).where(Run.id == run_id).values(**values))
+
+
+def set_progress(session: Session, *, run_id: int, fraction: float, message: str) -> bool:
+    """Write progress and heartbeat; returns the run's cancel flag (read in the same trip)."""
+    session.execute(
+        update(Run)
+        .where(Run.id == run_id)
+        .values(progress=fraction, progress_message=message[:500], heartbeat_at=utcnow())
+    )
+    return bool(session.scalar(select(Run.cancel_requested).where(Run.id == run_id)))
+
+
+def request_cancel(session: Session, *, run_id: int) -> Run:
+    """A queued run is cancelled at once; a running one is flagged and stops at its next poll."""
+    run = get_run(session, run_id=run_id)
+    if run.status == RunStatus.queued:
+        run.status = RunStatus.cancelled
+        run.finished_at = utcnow()
+    elif run.status == RunStatus.running:
+        run.cancel_requested = True
+    return run
+
+
+def add_metrics(session: Session, *, run_id: int, step: int, values: Mapping[str, float]) -> None:
+    now = utcnow()
+    session.add_all(
+        Metric(run_id=run_id, step=step, name=name, value=float(value), time=now)
+        for name, value in values.items()
+    )
+
+
+def metric_names(session: Session, *, run_id: int) -> list[str]:
+    query = select(Metric.name).where(Metric.run_id == run_id).distinct().order_by(Metric.name)
+    return list(session.scalars(query))
+
+
+def metric_series(
+    session: Session, *, run_id: int, name: str, max_points: int = 2000
+) -> list[tuple[int, float]]:
+    """(step, value) pairs of one curve, evenly downsampled in SQL to at most ``max_points``."""
+    where = (Metric.run_id == run_id, Metric.name == name)
+    count = session.scalar(select(func.count()).select_from(Metric).where(*where)) or 0
+    query = select(Metric.step, Metric.value).where(*where).order_by(Metric.step, Metric.id)
+    if count > max_points:
+        stride = -(-count // max_points)
+        numbered = query.add_columns(
+            func.row_number().over(order_by=(Metric.step, Metric.id)).label("n")
+        ).subquery()
+        query = select(numbered.c.step, numbered.c.value).where((numbered.c.n - 1) % stride == 0)
+    return [(int(step), float(value)) for step, value in session.execute(query)]
+
+
+def add_artifact(
+    session: Session,
+    *,
+    run_id: int,
+    kind: str,
+    path: str,
+    step: int | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Artifact:
+    artifact = Artifact(run_id=run_id, kind=kind, path=path, step=step, meta=meta or {})
+    session.add(artifact)
+    session.flush()
+    return artifact

@@ -1,0 +1,92 @@
+"""All application settings, read once from the environment (prefix ``PRM_STUDIO_``).
+
+Every value has a default that works on a fresh laptop with nothing installed but the package:
+an SQLite database and an SQLite-backed Celery broker inside ``DATA_DIR``. Production points
+``DATABASE_URL`` at PostgreSQL and ``BROKER_URL`` at Redis (see compose.yaml).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    """``$XDG_DATA_HOME/prm-studio``, else ``~/.local/share/prm-studio``, else ``./var``."""
+    xdg = os.environ.get("XDG_DATA_HOME")
+    if xdg:
+        return Path(xdg) / "prm-studio"
+    home = Path.home()
+    if home.is_dir() and os.access(home, os.W_OK):
+        return home / ".local" / "share" / "prm-studio"
+    return Path("var").resolve()
+
+
+class Settings(BaseSettings):
+    """Web and infrastructure settings. Job hyper-parameters live in each job's config model."""
+
+    model_config = SettingsConfigDict(env_prefix="PRM_STUDIO_", extra="ignore")
+
+    data_dir: Path = Field(
+        default_factory=_default_data_dir,
+        description="Folder for the default SQLite database, broker and artifacts.",
+    )
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL of the run database. Default: SQLite file in DATA_DIR. "
+        "Production: postgresql+psycopg://user:pass@host/db.",
+    )
+    broker_url: str = Field(
+        default="",
+        description="Celery broker. Default: the SQLAlchemy transport on an SQLite file in "
+        "DATA_DIR. Production: redis://host:6379/0.",
+    )
+    result_backend: str = Field(
+        default="",
+        description="Celery result backend. Run state lives in the database, so this only "
+        "matters for Celery's own bookkeeping. Default: SQLite file in DATA_DIR.",
+    )
+    artifacts_dir: Path | None = Field(
+        default=None,
+        description="Where checkpoints and datasets are written. Default: DATA_DIR/artifacts. "
+        "Must be shared by all workers in a multi-host deployment.",
+    )
+    host: str = Field(default="127.0.0.1", description="Address the dashboard listens on.")
+    port: int = Field(default=7860, ge=1, le=65535, description="Port of the dashboard.")
+    worker_concurrency: int = Field(
+        default=1, ge=1, description="Jobs one worker process runs at once (one per GPU)."
+    )
+    cancel_poll_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="How often a running job re-reads its cancel flag from the database.",
+    )
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Settings:
+        self.data_dir = self.data_dir.expanduser().resolve()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'prm_studio.sqlite'}"
+        if not self.broker_url:
+            self.broker_url = f"sqla+sqlite:///{self.data_dir / 'broker.sqlite'}"
+        if not self.result_backend:
+            self.result_backend = f"db+sqlite:///{self.data_dir / 'celery_results.sqlite'}"
+        if self.artifacts_dir is None:
+            self.artifacts_dir = self.data_dir / "artifacts"
+        return self
+
+    def ensure_dirs(self) -> None:
+        """Create the data and artifact folders (idempotent)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        assert self.artifacts_dir is not None
+        self.artifacts_dir.mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; tests call ``get_settings.cache_clear()`` after changing env."""
+    return Settings()

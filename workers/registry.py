@@ -1,0 +1,88 @@
+"""Every job kind, registered in this one place: its config model, entry point and queue.
+
+The config model is the single source of a job's parameters: its defaults and field
+descriptions render the dashboard form, and the same model validates CLI and API input.
+Entry points are named as ``module:function`` so that listing kinds (CLI, UI) does not import
+torch; only the worker that runs a job imports its code.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from workers.healthcheck import HealthcheckConfig
+
+
+@dataclass(frozen=True)
+class JobKind:
+    name: str
+    title: str
+    description: str
+    config: type[BaseModel]
+    entry: str
+    queue: str = "cpu"
+
+    def load(self) -> Callable[..., dict[str, Any] | None]:
+        module, _, function = self.entry.partition(":")
+        return getattr(importlib.import_module(module), function)
+
+
+JOB_KINDS: dict[str, JobKind] = {
+    kind.name: kind
+    for kind in (
+        JobKind(
+            name="healthcheck",
+            title="Healthcheck",
+            description="Checks that a worker picks up jobs, reports progress and metrics, "
+            "and records its host, CPUs, torch version and GPUs.",
+            config=HealthcheckConfig,
+            entry="workers.healthcheck:run_healthcheck",
+        ),
+    )
+}
+
+
+class UnknownJobKind(ValueError):
+    def __init__(self, name: str) -> None:
+        known = ", ".join(sorted(JOB_KINDS))
+        super().__init__(f"unknown job kind {name!r}; known kinds: {known}")
+
+
+class ConfigError(ValueError):
+    """A config that does not validate; one line per field, each naming the field."""
+
+    def __init__(self, kind: str, errors: list[str]) -> None:
+        self.errors = errors
+        super().__init__(f"invalid {kind} config: " + "; ".join(errors))
+
+
+def get_kind(name: str) -> JobKind:
+    try:
+        return JOB_KINDS[name]
+    except KeyError:
+        raise UnknownJobKind(name) from None
+
+
+def format_validation_error(error: ValidationError) -> list[str]:
+    """pydantic's errors as ``field: message`` lines a user can act on."""
+    lines = []
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "(config)"
+        lines.append(f"{field}: {item['msg']}")
+    return lines
+
+
+def validate_config(kind: JobKind, raw: dict[str, Any]) -> BaseModel:
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            kind.name, [f"(config): expected a JSON object, got {type(raw).__name__}"]
+        )
+    try:
+        return kind.config.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(kind.name, format_validation_error(error)) from None

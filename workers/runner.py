@@ -1,0 +1,140 @@
+"""The job lifecycle, the same for every kind: submit → queued → running → succeeded / failed /
+cancelled.
+
+``submit`` validates the config, stores the run and enqueues it. ``execute_run`` (called by the
+Celery task) claims the run with one atomic UPDATE, calls the kind's entry point with a
+``JobContext`` — the reporter through which the ML core writes progress and metrics — and
+records the outcome. Cancellation is a database flag that ``JobContext.progress`` polls, so it
+works on every broker (the SQLAlchemy transport has no remote control).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from app import crud
+from app.db import session_scope
+from app.orm import Run, RunStatus
+from app.settings import get_settings
+from workers.registry import get_kind, validate_config
+
+log = logging.getLogger(__name__)
+
+
+class JobCancelled(Exception):
+    """Raised inside a job when its cancel flag is seen; the runner marks the run cancelled."""
+
+
+class JobContext:
+    """What a running job sees: its run id, artifact folder, and a database-backed reporter."""
+
+    def __init__(self, run_id: int) -> None:
+        settings = get_settings()
+        self.run_id = run_id
+        self.artifacts_dir: Path = settings.artifacts_dir / "runs" / str(run_id)
+        self._poll_s = settings.cancel_poll_s
+        self._last_write = 0.0
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        """Store progress (throttled to one write per poll interval) and honour cancellation."""
+        now = time.monotonic()
+        if now - self._last_write < self._poll_s and fraction < 1.0:
+            return
+        self._last_write = now
+        with session_scope() as session:
+            cancel = crud.set_progress(
+                session, run_id=self.run_id, fraction=min(max(fraction, 0.0), 1.0), message=message
+            )
+        if cancel:
+            raise JobCancelled(f"run {self.run_id} cancelled by request")
+
+    def metrics(self, step: int, values: Mapping[str, float]) -> None:
+        with session_scope() as session:
+            crud.add_metrics(session, run_id=self.run_id, step=step, values=values)
+
+    def add_artifact(
+        self, kind: str, path: Path, step: int | None = None, meta: dict[str, Any] | None = None
+    ) -> None:
+        with session_scope() as session:
+            crud.add_artifact(
+                session, run_id=self.run_id, kind=kind, path=str(path), step=step, meta=meta
+            )
+
+
+def submit(
+    kind_name: str,
+    config: dict[str, Any] | None = None,
+    *,
+    name: str = "",
+    group_name: str | None = None,
+    parent_id: int | None = None,
+) -> int:
+    """Validate, store and enqueue a run; returns its id. Invalid input writes nothing."""
+    from workers.tasks import TASKS
+
+    kind = get_kind(kind_name)
+    cfg = validate_config(kind, config or {})
+    with session_scope() as session:
+        run = crud.create_run(
+            session,
+            kind=kind.name,
+            config=cfg.model_dump(mode="json"),
+            name=name or kind.name,
+            group_name=group_name,
+            parent_id=parent_id,
+        )
+        run_id = run.id
+    try:
+        TASKS[kind.name].apply_async(args=[run_id], queue=kind.queue)
+    except Exception as error:
+        with session_scope() as session:
+            crud.finish_run(
+                session, run_id=run_id, status=RunStatus.failed, error=f"could not enqueue: {error}"
+            )
+        raise
+    return run_id
+
+
+def cancel(run_id: int) -> Run:
+    with session_scope() as session:
+        return crud.request_cancel(session, run_id=run_id)
+
+
+def error_summary(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+def execute_run(run_id: int, task_id: str | None = None) -> str:
+    """Run one job to completion; returns the final status (or ``skipped``)."""
+    with session_scope() as session:
+        if not crud.claim_run(
+            session, run_id=run_id, task_id=task_id, worker_host=socket.gethostname()
+        ):
+            log.info("run %s is not queued any more; skipping this delivery", run_id)
+            return "skipped"
+        run = crud.get_run(session, run_id=run_id)
+        kind_name, raw_config = run.kind, dict(run.config)
+
+    ctx = JobContext(run_id)
+    status, error, result = RunStatus.succeeded, None, None
+    try:
+        kind = get_kind(kind_name)
+        cfg: BaseModel = validate_config(kind, raw_config)
+        ctx.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        result = kind.load()(ctx, cfg)
+    except JobCancelled:
+        status = RunStatus.cancelled
+    except Exception as exc:
+        status, error = RunStatus.failed, error_summary(exc)
+        log.error("run %s failed:\n%s", run_id, traceback.format_exc())
+    with session_scope() as session:
+        crud.finish_run(session, run_id=run_id, status=status, error=error, result=result)
+    return status.value
