@@ -1,0 +1,233 @@
+"""Batched sampling from a policy: completions of prompts (or of prompt + partial completion).
+
+One small interface, ``Sampler.generate(prompts, params) -> [Generation]``, so that a vLLM
+backend can be added beside the transformers one. ``HFSampler`` is a manual decoding loop over
+the KV cache rather than ``model.generate``: it keeps full control of the stopping rule, of the
+random generator (seeded per call, so results are reproducible) and of the log-probs.
+
+Log-probs are those of the policy at temperature 1 — ``log_softmax`` of the raw logits — for the
+sampled tokens, whatever temperature or top-p chose them: PPO's ratio and KL terms are defined
+on the policy itself, not on the sampling distribution.
+
+A completion ends at the first of:
+- ``eos``: the end-of-sequence token (kept in ``token_ids``, not in ``text``);
+- ``dedent``: a line that starts at column 0 with a non-space character — the function body is
+  over and the model began something else (a second function, test code). The token that
+  brought that character is dropped, so ``text`` ends with the body's last line. A comment
+  at column 0 inside a body also ends it; generated code rarely has one.
+- ``length``: ``max_new_tokens`` reached.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from transformers import PreTrainedTokenizerBase
+
+from models.lines import decode
+
+FinishReason = Literal["eos", "dedent", "length"]
+
+
+class SamplingParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(
+        default=1.0, ge=0.0, le=5.0, description="Softmax temperature; 0 means greedy decoding."
+    )
+    top_p: float = Field(
+        default=1.0,
+        gt=0.0,
+        le=1.0,
+        description="Nucleus sampling: keep the smallest set of tokens whose probability "
+        "reaches top_p (1 keeps all).",
+    )
+    max_new_tokens: int = Field(
+        default=256, ge=1, le=8192, description="Most tokens generated per completion."
+    )
+    seed: int = Field(default=0, description="Seed of the sampling generator (per call).")
+    stop_at_dedent: bool = Field(
+        default=True,
+        description="Stop when a line starts at column 0 (the function body has ended).",
+    )
+
+
+@dataclass(frozen=True)
+class Generation:
+    prompt_ids: list[int]
+    token_ids: list[int]  # the completion's tokens (an ending EOS included)
+    logprobs: list[float]  # log π(token) at temperature 1, one per token_ids entry
+    text: str  # decode(token_ids): special tokens dropped
+    finish_reason: FinishReason
+
+
+class Sampler(Protocol):
+    def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[Generation]:
+        """One completion per prompt, in order."""
+
+
+def filter_top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Set logits outside the nucleus to -inf. ``logits``: (B, V)."""
+    if top_p >= 1.0:
+        return logits
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V)
+    probs = sorted_logits.softmax(dim=-1)
+    # drop a token when the tokens before it already reach top_p (the top one always stays)
+    drop_sorted = probs.cumsum(dim=-1) - probs >= top_p
+    drop = drop_sorted.scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def cache_keyword(model) -> str:
+    """``cache`` in recent transformers 5.x, ``past_key_values`` before (and in outputs)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+class _LineState:
+    """Tracks whether a completion is at column 0, to spot a dedent to column 0."""
+
+    def __init__(self, at_column_0: bool) -> None:
+        self.at_column_0 = at_column_0
+
+    def dedents(self, piece: str) -> bool:
+        """Feed one token's text; True if it puts a non-space character at column 0."""
+        for char in piece:
+            if char == "\n":
+                self.at_column_0 = True
+            elif self.at_column_0 and not char.isspace():
+                return True
+            elif char not in "\r":
+                self.at_column_0 = False
+        return False
+
+
+class HFSampler:
+    """The transformers backend: batches of prompts, left-padded, decoded with the KV cache."""
+
+    def __init__(self, model, tokenizer: PreTrainedTokenizerBase, batch_size: int = 64) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        # Each token's text on its own, for the dedent check (a partial multi-byte character
+        # reads as U+FFFD: not a space, which is right — it is text at that column).
+        self.pieces = tokenizer.batch_decode(
+            [[i] for i in range(len(tokenizer))],
+            skip_special_tokens=True,
+            clean_up_tokenization_spaces=False,
+        )
+        self.max_positions = getattr(model.config, "max_position_embeddings", None)
+        self.cache_keyword = cache_keyword(model)
+
+    def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[Generation]:
+        device = next(self.model.parameters()).device
+        generator = torch.Generator(device=device).manual_seed(params.seed)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            results: list[Generation] = []
+            for first in range(0, len(prompts), self.batch_size):
+                batch = list(prompts[first : first + self.batch_size])
+                results.extend(self._generate_batch(batch, params, generator, device))
+            return results
+        finally:
+            self.model.train(was_training)
+
+    @torch.no_grad()
+    def _generate_batch(
+        self,
+        prompts: list[str],
+        params: SamplingParams,
+        generator: torch.Generator,
+        device: torch.device,
+    ) -> list[Generation]:
+        tok = self.tokenizer
+        encoded = tok(prompts, add_special_tokens=False, padding=True, return_tensors="pt")
+        input_ids = encoded["input_ids"].to(device)  # (B, P), left-padded
+        mask = encoded["attention_mask"].to(device)  # (B, P)
+        B, P = input_ids.shape
+        max_new = params.max_new_tokens
+        if self.max_positions is not None:
+            room = self.max_positions - P
+            if room <= 0:
+                raise ValueError(
+                    f"a prompt has {P} tokens; the model sees at most {self.max_positions}"
+                )
+            max_new = min(max_new, room)
+        # positions count real tokens only, so left padding does not shift them
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, P)
+        vocab = len(tok)
+
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,  # only the last position's logits are needed
+        )
+        logits = out.logits[:, -1, :].float()  # (B, V)
+        cache = getattr(out, self.cache_keyword)
+        last_position = positions[:, -1]  # (B,)
+
+        states = [_LineState(not prompt or prompt.endswith("\n")) for prompt in prompts]
+        kept: list[list[int]] = [[] for _ in range(B)]
+        logps: list[list[float]] = [[] for _ in range(B)]
+        reasons: list[FinishReason | None] = [None] * B
+        for _ in range(max_new):
+            logprobs = F.log_softmax(logits, dim=-1)  # (B, V) the policy at temperature 1
+            choice_logits = logits[:, :vocab]  # rows past the tokenizer are padding
+            if params.temperature == 0:
+                next_ids = choice_logits.argmax(dim=-1)  # (B,)
+            else:
+                scaled = filter_top_p(choice_logits / params.temperature, params.top_p)
+                next_ids = torch.multinomial(scaled.softmax(-1), 1, generator=generator)[:, 0]
+            next_logps = logprobs.gather(-1, next_ids[:, None])[:, 0]  # (B,)
+
+            for b, (token, logp) in enumerate(
+                zip(next_ids.tolist(), next_logps.tolist(), strict=True)
+            ):
+                if reasons[b] is not None:
+                    continue
+                if token == tok.eos_token_id:
+                    reasons[b] = "eos"
+                elif params.stop_at_dedent and states[b].dedents(self.pieces[token]):
+                    reasons[b] = "dedent"
+                    continue
+                kept[b].append(token)
+                logps[b].append(logp)
+            if all(reason is not None for reason in reasons):
+                break
+
+            # finished rows keep decoding (their tokens are ignored): one batched step for all
+            mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)  # (B, P + t)
+            last_position = last_position + 1
+            out = self.model(
+                input_ids=next_ids[:, None],
+                attention_mask=mask,
+                position_ids=last_position[:, None],
+                use_cache=True,
+                **{self.cache_keyword: cache},
+            )
+            logits = out.logits[:, -1, :].float()
+            cache = getattr(out, self.cache_keyword)
+
+        prompt_ids = [
+            ids[row.bool()].tolist()
+            for ids, row in zip(encoded["input_ids"], encoded["attention_mask"], strict=True)
+        ]
+        return [
+            Generation(
+                prompt_ids=prompt_ids[b],
+                token_ids=kept[b],
+                logprobs=logps[b],
+                text=decode(tok, kept[b]),
+                finish_reason=reasons[b] or "length",
+            )
+            for b in range(B)
+        ]
