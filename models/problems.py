@@ -318,7 +318,7 @@ def _array_records(text: str) -> Iterator[Record]:
 def read_records(source: str | Path | bytes, *, allow_array: bool) -> Iterator[Record]:
     """Parse a JSONL file (or, when ``allow_array``, a JSON array) into (line, value) records.
 
-    File-level problems (unreadable, empty, too big, an unexpected array) come back as
+    File-level problems (unreadable, too big, an unexpected array) come back as
     ``ProblemError``s like line-level ones: the caller reports them all the same way.
     """
     try:
@@ -329,10 +329,7 @@ def read_records(source: str | Path | bytes, *, allow_array: bool) -> Iterator[R
     if len(data) > MAX_FILE_BYTES:
         yield ProblemError(1, None, f"the file is over {MAX_FILE_BYTES:,} bytes; split it")
         return
-    head = data.lstrip(b"\xef\xbb\xbf \t\r\n")
-    if not head:
-        yield ProblemError(1, None, "the file is empty; expected one JSON object per line")
-        return
+    head = data.removeprefix(b"\xef\xbb\xbf").lstrip()
     if not head.startswith(b"["):
         yield from _jsonl_records(data)
         return
@@ -420,6 +417,10 @@ def validate_jsonl(source: str | Path | bytes, fmt: str = "jsonl") -> Validation
         if not compiled:
             report.problems.append(problem)
             report.lines.append(line)
+    if not report.problems and not report.errors:
+        report.errors.append(
+            ProblemError(1, None, "the file is empty; expected one JSON object per line")
+        )
     return report
 
 
