@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from models.problems import InvalidProblemFile, Problem, validate_jsonl
+from models.problems import InvalidProblemFile, Problem, quiet_compile, validate_jsonl
 
 HUMANEVAL_PLUS_TIMEOUT_S = 60.0
 """HumanEval+ runs ~750 inputs through two implementations; the slowest tasks take seconds."""
@@ -215,7 +215,7 @@ def mbpp_split(task_id: int) -> str:
 def _entry_point(code: str, first_test: str) -> str | None:
     """The function the tests call: the first top-level function of ``code`` named in them."""
     try:
-        tree = ast.parse(code)
+        tree = quiet_compile(code, "<code>", ast.PyCF_ONLY_AST)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
     for node in tree.body:

@@ -16,6 +16,7 @@ import gzip
 import hashlib
 import io
 import json
+import warnings
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -201,10 +202,18 @@ class InvalidProblemFile(ValueError):
 # ----------------------------------------------------------------------------- compiling
 
 
+def quiet_compile(source: str, what: str, flags: int = 0) -> Any:
+    """``compile`` without warnings: old code's invalid escape sequences are not errors (and
+    under ``-W error`` a warning would raise). ``ast.PyCF_ONLY_AST`` in flags gives a tree."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return compile(source, what, "exec", flags, dont_inherit=True)
+
+
 def _compile_error(source: str, what: str) -> str | None:
     """Why ``source`` does not compile (None if it does). Compiling only parses: nothing runs."""
     try:
-        compile(source, what, "exec", dont_inherit=True)
+        quiet_compile(source, what)
     except SyntaxError as error:
         return f"does not compile: {error.msg} (line {error.lineno}, column {error.offset})"
     except (ValueError, RecursionError, MemoryError, OverflowError) as error:
