@@ -105,8 +105,7 @@ def read_session() -> Iterator[Session]:
     try:
         yield session
     finally:
-        session.rollback()
-        session.close()
+        session.close()  # ends the transaction; loaded objects stay readable, detached
 
 
 def alembic_config(url: str | None = None):

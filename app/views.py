@@ -34,8 +34,9 @@ def eta_text(status: str, progress: float, started_at: datetime | None) -> str:
 
 
 def runs_table(
-    *, kind: str | None = None, status: str | None = None, text: str | None = None
+    kind: str | None = None, status: str | None = None, text: str | None = None
 ) -> pd.DataFrame:
+    """The runs list, newest first, filtered by kind, status and name text."""
     with read_session() as session:
         runs = crud.list_runs(session, kind=kind or None, status=status or None, text=text or None)
         rows = [

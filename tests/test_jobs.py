@@ -1,0 +1,133 @@
+"""The job lifecycle: directly through the runner, then through a real Celery worker
+subprocess on the embedded SQLite transport and on Redis."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+from sqlalchemy import func, select
+
+from app import crud
+from app.db import read_session, session_scope
+from app.orm import Metric, Run, RunStatus
+from tests.conftest import reset_app_state, wait_for
+from workers.runner import execute_run
+
+
+def make_run(config: dict) -> int:
+    with session_scope() as session:
+        return crud.create_run(session, kind="healthcheck", config=config).id
+
+
+def load_run(run_id: int) -> Run:
+    with read_session() as session:
+        return crud.get_run(session, run_id=run_id)
+
+
+def metric_count(run_id: int) -> int:
+    with read_session() as session:
+        query = select(func.count()).select_from(Metric).where(Metric.run_id == run_id)
+        return session.scalar(query) or 0
+
+
+# ----------------------------------------------------------------------------- runner
+
+
+def test_runner_success_records_progress_metrics_and_worker_facts(data_dir):
+    run_id = make_run({"steps": 3, "step_seconds": 0.0})
+    assert execute_run(run_id) == "succeeded"
+    run = load_run(run_id)
+    assert run.status == RunStatus.succeeded and run.progress == 1.0
+    assert run.started_at and run.finished_at and run.worker_host
+    assert {"host", "cpu_count", "torch", "cuda_available"} <= set(run.result)
+    assert metric_count(run_id) == 6  # two metrics at each of three steps
+
+
+def test_runner_failure_stores_the_error(data_dir):
+    run_id = make_run({"steps": 1, "step_seconds": 0.0, "fail": True})
+    assert execute_run(run_id) == "failed"
+    run = load_run(run_id)
+    assert run.status == RunStatus.failed
+    assert run.error == "RuntimeError: healthcheck asked to fail (fail=true)"
+
+
+def test_a_run_is_claimed_once(data_dir):
+    run_id = make_run({"steps": 1, "step_seconds": 0.0})
+    assert execute_run(run_id) == "succeeded"
+    assert execute_run(run_id) == "skipped"  # a second delivery does nothing
+
+
+def test_cancelling_a_queued_run_means_it_never_starts(data_dir):
+    run_id = make_run({"steps": 1, "step_seconds": 0.0})
+    with session_scope() as session:
+        crud.request_cancel(session, run_id=run_id)
+    assert execute_run(run_id) == "skipped"
+    assert load_run(run_id).status == RunStatus.cancelled
+
+
+# ----------------------------------------------------------------------------- real worker
+
+
+@pytest.fixture(params=["sqlite-transport", "redis"])
+def broker(request, data_dir, monkeypatch) -> str:
+    """The embedded SQLite transport or Redis; jobs are submitted by a separate CLI process,
+    as a user would, so the test process holds no broker connection of its own."""
+    if request.param == "redis":
+        monkeypatch.setenv("PRM_STUDIO_BROKER_URL", request.getfixturevalue("redis_url"))
+        reset_app_state()
+    return request.param
+
+
+def cli_submit(kind: str, config: dict, tmp_path) -> int:
+    config_file = tmp_path / f"config-{time.monotonic_ns()}.json"
+    config_file.write_text(json.dumps(config))
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "submit", kind, "--config", str(config_file)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(done.stdout.strip().splitlines()[-1])
+
+
+def test_worker_runs_a_healthcheck_end_to_end(broker, start_worker, tmp_path):
+    run_id = cli_submit("healthcheck", {"steps": 4, "step_seconds": 0.5}, tmp_path)
+    assert load_run(run_id).status == RunStatus.queued
+    worker = start_worker()
+    seen_status = {load_run(run_id).status}
+    progress_seen = set()
+
+    def finished() -> bool:
+        run = load_run(run_id)
+        seen_status.add(run.status)
+        progress_seen.add(round(run.progress, 2))
+        return RunStatus(run.status).finished
+
+    wait_for(finished, timeout=60, what="the healthcheck to finish", every=0.1)
+    assert worker.poll() is None, "worker died"
+    run = load_run(run_id)
+    assert run.status == RunStatus.succeeded, run.error
+    assert {"queued", "running", "succeeded"} <= seen_status
+    assert any(0 < p < 1 for p in progress_seen), f"no intermediate progress: {progress_seen}"
+    assert metric_count(run_id) == 8
+    assert run.result["cpu_count"] >= 1
+
+
+def test_worker_honours_cancellation_mid_run(broker, start_worker, monkeypatch, tmp_path):
+    monkeypatch.setenv("PRM_STUDIO_CANCEL_POLL_S", "0.2")
+    start_worker()
+    run_id = cli_submit("healthcheck", {"steps": 100, "step_seconds": 0.2}, tmp_path)
+    wait_for(lambda: load_run(run_id).progress > 0, timeout=60, what="the run to make progress")
+    with session_scope() as session:
+        crud.request_cancel(session, run_id=run_id)
+    wait_for(
+        lambda: load_run(run_id).status == RunStatus.cancelled,
+        timeout=30,
+        what="the run to stop",
+    )
+    run = load_run(run_id)
+    assert 0 < run.progress < 1 and run.finished_at is not None

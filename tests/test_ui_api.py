@@ -1,0 +1,37 @@
+"""Every launch action is a named Gradio endpoint: submit through ``gradio_client`` and read
+the status back, as a script on another machine would."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from gradio_client import Client
+
+from tests.browser import running_dashboard
+from tests.conftest import wait_for
+
+
+def test_submit_and_status_through_gradio_client(tmp_path):
+    with running_dashboard(tmp_path / "data") as dashboard:
+        client = Client(dashboard.url, verbose=False)
+        run_id = client.predict(
+            "healthcheck", json.dumps({"steps": 2, "step_seconds": 0.1}), api_name="/submit_job"
+        )
+        status = wait_for(
+            lambda: (
+                (s := client.predict(run_id, api_name="/run_status"))["status"] == "succeeded" and s
+            ),
+            timeout=90,
+            what="the run to succeed",
+            every=0.5,
+        )
+        assert status["kind"] == "healthcheck" and status["progress"] == 1.0
+
+        launched = client.predict("via form", 1, 0.0, False, api_name="/launch_healthcheck")
+        assert "run" in launched
+
+        with pytest.raises(Exception, match="steps"):
+            client.predict("healthcheck", '{"steps": 0}', api_name="/submit_job")
+        with pytest.raises(Exception, match="unknown job kind"):
+            client.predict("nope", "{}", api_name="/submit_job")
