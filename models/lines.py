@@ -33,8 +33,10 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from transformers import PreTrainedTokenizerBase
+if TYPE_CHECKING:  # only for hints: the benchmark imports this module and stays light
+    from transformers import PreTrainedTokenizerBase
 
 Span = tuple[int, int]
 

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -22,6 +21,8 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+
+from models.policy_config import LoraSettings, TinyModelConfig
 
 # "org/name" or "name": what a hub id may look like (a local path has other characters or exists).
 HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
@@ -34,51 +35,6 @@ class PolicyLoadError(ValueError):
     def __init__(self, path: str | Path, problem: str, fix: str) -> None:
         super().__init__(f"cannot load a policy from {str(path)!r}: {problem}. Fix: {fix}")
         self.path = str(path)
-
-
-class TinyModelConfig(BaseModel):
-    """The from-scratch default: a GPT-2-style model of about two million parameters."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    n_layer: int = Field(default=4, ge=1, le=48, description="Transformer blocks.")
-    n_embd: int = Field(default=192, ge=16, le=4096, description="Width of the residual stream.")
-    n_head: int = Field(default=4, ge=1, le=64, description="Attention heads (must divide n_embd).")
-    n_positions: int = Field(
-        default=512,
-        ge=64,
-        le=8192,
-        description="Longest sequence (prompt + completion) in tokens the model can see.",
-    )
-    dropout: float = Field(
-        default=0.0,
-        ge=0.0,
-        le=0.5,
-        description="Dropout in embeddings, attention and residuals. 0: the benchmark is "
-        "procedurally generated, so there is little to overfit in a short budget.",
-    )
-    vocab_size: int = Field(
-        default=512,
-        ge=260,
-        le=65536,
-        description="Target size of the byte-level BPE trained on the task text (it stops "
-        "earlier when the text has no more pairs worth merging).",
-    )
-
-
-class LoraSettings(BaseModel):
-    """Low-rank adapters (needs the optional ``peft`` package)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    r: int = Field(default=16, ge=1, le=512, description="Rank of each adapter.")
-    alpha: int = Field(default=32, ge=1, description="Scaling numerator: updates scale alpha/r.")
-    dropout: float = Field(default=0.05, ge=0.0, le=0.5, description="Dropout on adapter input.")
-    target_modules: str = Field(
-        default="all-linear",
-        description="Which layers get adapters: 'all-linear' or comma-separated module names "
-        "(e.g. 'q_proj,v_proj').",
-    )
 
 
 def pick_device(device: str = "auto") -> torch.device:

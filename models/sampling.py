@@ -27,35 +27,12 @@ from typing import Literal, Protocol
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from transformers import PreTrainedTokenizerBase
 
 from models.lines import decode
+from models.policy_config import SamplingParams
 
 FinishReason = Literal["eos", "dedent", "length"]
-
-
-class SamplingParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    temperature: float = Field(
-        default=1.0, ge=0.0, le=5.0, description="Softmax temperature; 0 means greedy decoding."
-    )
-    top_p: float = Field(
-        default=1.0,
-        gt=0.0,
-        le=1.0,
-        description="Nucleus sampling: keep the smallest set of tokens whose probability "
-        "reaches top_p (1 keeps all).",
-    )
-    max_new_tokens: int = Field(
-        default=256, ge=1, le=8192, description="Most tokens generated per completion."
-    )
-    seed: int = Field(default=0, description="Seed of the sampling generator (per call).")
-    stop_at_dedent: bool = Field(
-        default=True,
-        description="Stop when a line starts at column 0 (the function body has ended).",
-    )
 
 
 @dataclass(frozen=True)

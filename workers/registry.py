@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from workers.healthcheck import HealthcheckConfig
+from workers.jobs_policy import EvalJobConfig, SFTJobConfig
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,25 @@ JOB_KINDS: dict[str, JobKind] = {
             "and records its host, CPUs, torch version and GPUs.",
             config=HealthcheckConfig,
             entry="workers.healthcheck:run_healthcheck",
+        ),
+        JobKind(
+            name="sft",
+            title="Supervised fine-tuning",
+            description="Trains a policy on reference solutions (by default the tiny model from "
+            "scratch on the embedded benchmark), logging the loss and held-out pass@1, and "
+            "saves a Hugging Face checkpoint.",
+            config=SFTJobConfig,
+            entry="workers.jobs_policy:run_sft",
+            queue="gpu",
+        ),
+        JobKind(
+            name="eval",
+            title="Evaluate a policy",
+            description="Samples completions of held-out problems, runs them in the sandbox, "
+            "stores every sample, and reports pass@1 (greedy and sampled) by difficulty.",
+            config=EvalJobConfig,
+            entry="workers.jobs_policy:run_eval",
+            queue="gpu",
         ),
     )
 }

@@ -1,0 +1,169 @@
+"""The ``sft`` and ``eval`` jobs: load problems (and a policy), call one ``models/`` function with
+the JobContext as reporter, store checkpoints, samples and the result.
+
+Problems come from a stored problem set, or — when none is named — from the embedded benchmark
+generated from the job's own ``benchmark`` config (stored as a problem set on first use, so every
+sample links to its problem). Only pydantic and pure-Python modules are imported at the top: the
+registry imports the config classes without torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from models.benchmark import BenchmarkConfig
+from models.policy_config import EvalConfig, SFTConfig
+from models.problems import Problem
+
+
+class ProblemSource(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    problem_set: str | None = Field(
+        default=None,
+        description="Name of a stored problem set. Empty: the embedded benchmark of 'benchmark'.",
+    )
+    benchmark: BenchmarkConfig = Field(
+        default_factory=BenchmarkConfig,
+        description="The embedded benchmark to generate when no problem set is named.",
+    )
+
+
+class SFTJobConfig(SFTConfig):
+    data: ProblemSource = Field(
+        default_factory=ProblemSource, description="Where the problems come from."
+    )
+    train_split: str = Field(default="train", description="Split trained on (needs references).")
+    eval_split: str = Field(default="test", description="Held-out split scored for pass@1.")
+
+
+class EvalJobConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    policy: str | None = Field(default=None, description="A model folder (or hub id) to evaluate.")
+    policy_run_id: int | None = Field(
+        default=None, description="Or: an sft run whose last checkpoint is evaluated."
+    )
+    data: ProblemSource = Field(
+        default_factory=ProblemSource, description="Where the problems come from."
+    )
+    split: str = Field(default="test", description="The split to evaluate.")
+    max_problems: int | None = Field(
+        default=None, ge=1, description="Evaluate only the first N problems of the split."
+    )
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="Sampling and scoring.")
+    device: str = Field(default="auto", description="auto (CUDA if present), cpu or cuda[:i].")
+
+    @model_validator(mode="after")
+    def _one_policy(self) -> EvalJobConfig:
+        if (self.policy is None) == (self.policy_run_id is None):
+            raise ValueError("give exactly one of policy (a folder) or policy_run_id (an sft run)")
+        return self
+
+
+# ----------------------------------------------------------------------------- database side
+
+
+def load_source(source: ProblemSource, splits: list[str]) -> tuple[str, list[list[Problem]]]:
+    """The problem set's name and the problems of each split (the embedded set is generated
+    and stored on first use)."""
+    from app.db import session_scope
+    from workers.problemsets import ensure_embedded, load_problem_set
+
+    with session_scope() as session:
+        name = source.problem_set or ensure_embedded(session, source.benchmark).name
+        return name, [load_problem_set(session, name, split) for split in splits]
+
+
+def latest_checkpoint(run_id: int) -> str:
+    from sqlalchemy import select
+
+    from app.db import read_session
+    from app.orm import Artifact
+
+    with read_session() as session:
+        path = session.scalar(
+            select(Artifact.path)
+            .where(Artifact.run_id == run_id, Artifact.kind == "checkpoint")
+            .order_by(Artifact.step.desc(), Artifact.id.desc())
+            .limit(1)
+        )
+    if path is None:
+        raise ValueError(f"run {run_id} has no checkpoint (is it a finished sft run?)")
+    return path
+
+
+def store_samples(run_id: int, step: int, set_name: str, records: list[Any]) -> int:
+    """One ``samples`` row per evaluation record, linked to its problem; returns the count."""
+    from sqlalchemy import select
+
+    from app.db import session_scope
+    from app.orm import Problem as ProblemRow
+    from app.orm import ProblemSet, Sample
+
+    with session_scope() as session:
+        ids = dict(
+            session.execute(
+                select(ProblemRow.task_id, ProblemRow.id)
+                .join(ProblemSet, ProblemRow.problem_set_id == ProblemSet.id)
+                .where(ProblemSet.name == set_name)
+            ).all()
+        )
+        session.add_all(
+            Sample(
+                run_id=run_id,
+                step=step,
+                problem_id=ids.get(record.task_id),
+                code=record.program,
+                verdict=record.verdict,
+                passed=record.passed,
+                tests_passed=record.tests_passed,
+                tests_total=record.tests_total,
+                error_line=record.error_line,
+                detail=f"{record.mode} #{record.sample_index}: {record.detail}".strip(),
+            )
+            for record in records
+        )
+    return len(records)
+
+
+# ----------------------------------------------------------------------------- jobs
+
+
+def run_sft(ctx, cfg: SFTJobConfig) -> dict[str, Any]:
+    from models.sft import train_sft
+    from workers.problemsets import sandbox_run_batch
+
+    name, (train, held_out) = load_source(cfg.data, [cfg.train_split, cfg.eval_split])
+    sft_cfg = SFTConfig.model_validate(
+        cfg.model_dump(exclude={"data", "train_split", "eval_split"})
+    )
+    result = train_sft(
+        sft_cfg, train, held_out, ctx, sandbox_run_batch, out_dir=ctx.artifacts_dir / "sft"
+    )
+    for path in result.checkpoints:
+        step = int(Path(path).name.removeprefix("step_"))
+        ctx.add_artifact("checkpoint", path, step=step, meta={"format": "huggingface"})
+    if result.eval is not None:
+        store_samples(ctx.run_id, result.step, name, result.eval.records)
+    return {"problem_set": name, **result.summary()}
+
+
+def run_eval(ctx, cfg: EvalJobConfig) -> dict[str, Any]:
+    from models.evaluation import difficulty_metrics, evaluate, pass_metrics
+    from models.policy import load_policy
+    from workers.problemsets import sandbox_run_batch
+
+    policy = cfg.policy or latest_checkpoint(cfg.policy_run_id or 0)
+    name, (problems,) = load_source(cfg.data, [cfg.split])
+    if not problems:
+        raise ValueError(f"problem set {name!r} has no problems in split {cfg.split!r}")
+    problems = problems[: cfg.max_problems]
+    model, tokenizer = load_policy(policy, device=cfg.device)
+    result = evaluate(model, tokenizer, problems, cfg.eval, sandbox_run_batch, ctx)
+    ctx.metrics(0, {**pass_metrics(result), **difficulty_metrics(result)})
+    store_samples(ctx.run_id, 0, name, result.records)
+    return {"policy": policy, "problem_set": name, "split": cfg.split, **result.summary()}
