@@ -35,9 +35,24 @@ def test_launch_healthcheck_from_the_browser_then_sigterm_leaves_nothing(tmp_pat
         )
         page.screenshot(path=ARTIFACTS / "runs.png", full_page=True)
 
+        rows.filter(has_text=re.compile(rf"^\s*{run_id}\s")).first.click()  # opens the run view
+        page.locator("#run-details").get_by_text("succeeded").first.wait_for()
+        page.locator("#run-metrics .js-plotly-plot").wait_for()
+        assert page.locator("#run-metrics .js-plotly-plot .scatterlayer .trace").count() == 2
+        page.screenshot(path=ARTIFACTS / "run.png", full_page=True)
+
         tree = dashboard.tree()
         assert len(tree) >= 3, "expected the up process, the worker and its pool child"
         dashboard.process.send_signal(signal.SIGTERM)
         assert dashboard.process.wait(timeout=30) == 0
         _, alive = psutil.wait_procs(tree, timeout=15)
         assert not alive, f"processes left after SIGTERM: {alive}"
+
+
+def test_sigint_stops_the_dashboard_and_its_worker(tmp_path):
+    with running_dashboard(tmp_path / "data") as dashboard:
+        tree = dashboard.tree()
+        dashboard.process.send_signal(signal.SIGINT)
+        assert dashboard.process.wait(timeout=30) == 0
+        _, alive = psutil.wait_procs(tree, timeout=15)
+        assert not alive, f"processes left after SIGINT: {alive}"
