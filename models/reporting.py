@@ -35,3 +35,17 @@ class MemoryReporter:
 
     def series(self, name: str) -> list[tuple[int, float]]:
         return [(step, value) for step, n, value in self.history if n == name]
+
+
+class AtFraction:
+    """Passes an inner job's progress messages on at a fixed overall fraction (an evaluation
+    inside training must not move the training's progress bar back to 0)."""
+
+    def __init__(self, reporter: Reporter, fraction: float) -> None:
+        self.reporter, self.fraction = reporter, fraction
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        self.reporter.progress(self.fraction, message)
+
+    def metrics(self, step: int, values: Mapping[str, float]) -> None:
+        self.reporter.metrics(step, values)

@@ -1,0 +1,715 @@
+"""PPO for code generation with unit-test rewards, PRM dense rewards and PRM value initialisation
+(Dai et al., 2024, "Process Supervision-Guided Policy Optimization for Code Generation").
+
+One step, top to bottom:
+
+1. **Rollouts.** ``problems_per_step`` training problems, ``samples_per_problem`` completions
+   each, sampled from the current policy.
+2. **Execution.** Every completion runs against its problem's unit tests in the sandbox.
+3. **Rewards per token** of each response ``y`` (tokens ``a_0 … a_{n-1}``, lines ``1 … T``):
+   - sparse: ``pass_reward`` or ``fail_reward`` on the last token;
+   - dense (variants ``dense``, ``dense+value-init``): ``λ · R_φ(x, y_{≤m}) / T`` on the last
+     token of line ``m`` — ``λ = 0.25`` if the response fails its tests, ``0.025`` if it passes;
+     the 1/T keeps the policy from inflating the line count; blank and comment-only lines pay
+     nothing (the paper saw the policy game the PRM with comments otherwise);
+   - KL: ``−β · (log π(a_t) − log π_ref(a_t))`` on every token, against the frozen SFT policy.
+4. **Advantages** by GAE over the response tokens, whitened over the batch.
+5. **Update.** ``ppo_epochs`` passes over shuffled minibatches: clipped policy loss, clipped
+   value loss, entropy bonus, gradient clipping; the critic has its own optimizer.
+
+The critic is a ``ValueModel`` (backbone + scalar head): the policy's backbone with a fresh
+head (Baseline), or the PRM's weights (**ValueInit**). The default sparse rewards are +1 / −1 so
+that returns live on the PRM's label scale (+1: on a path to passing, −1: not): that is what
+makes the PRM a sensible initial value function.
+
+Token alignment, for a response starting at position ``P`` of the packed sequence: the policy's
+log-prob of ``a_j`` and the critic's ``V(s_j)`` come from position ``P + j − 1`` (the state
+before ``a_j``); the PRM's score of a line comes from the position of its last token ``P + j``
+(the prefix through that token), exactly where PRM training reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from models.evaluation import RunBatch, difficulty_metrics, evaluate, pass_metrics
+from models.lines import segment_ids
+from models.policy import load_policy, pick_device, save_policy
+from models.policy_config import EvalConfig, SamplingParams
+from models.problems import Problem, exec_request
+from models.reporting import AtFraction, Reporter
+from models.sampling import Generation, HFSampler
+from models.sft import restore_rng, rng_state, seed_everything
+from models.value_model import ValueModel
+
+Variant = Literal["baseline", "dense", "value-init", "dense+value-init"]
+STATE_PT = "ppo_state.pt"
+
+
+class PPOConfig(BaseModel):
+    """PPO hyper-parameters. Where the paper is silent (it publishes no K, β, learning rates or
+    model sizes), the defaults are ours, chosen for the tiny model on the embedded benchmark;
+    the help text says so."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    variant: Variant = Field(
+        default="dense+value-init",
+        description="baseline: sparse test reward only; dense: + PRM line rewards; value-init: "
+        "critic starts from the PRM; dense+value-init: both (the paper's best).",
+    )
+    seed: int = Field(default=0, description="Seeds python, numpy, torch and the problem order.")
+    steps: int = Field(default=60, ge=1, le=1_000_000, description="PPO iterations.")
+    problems_per_step: int = Field(
+        default=16, ge=1, le=4096, description="Training problems sampled per iteration."
+    )
+    samples_per_problem: int = Field(
+        default=4, ge=1, le=256, description="Completions per problem per iteration (n)."
+    )
+    max_new_tokens: int = Field(default=160, ge=1, le=8192, description="Response length cap.")
+    temperature: float = Field(default=1.0, gt=0.0, le=5.0, description="Rollout temperature.")
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="Rollout nucleus threshold.")
+    policy_lr: float = Field(
+        default=5e-5,
+        gt=0.0,
+        le=1.0,
+        description="Policy learning rate (ours; real 1–7B models want about 1e-6).",
+    )
+    critic_lr: float = Field(
+        default=2e-4,
+        gt=0.0,
+        le=1.0,
+        description="Critic learning rate (ours; about 5e-6 for real models).",
+    )
+    ppo_epochs: int = Field(default=2, ge=1, le=100, description="Passes over each batch.")
+    minibatch_size: int = Field(default=16, ge=1, le=4096, description="Responses per update.")
+    clip_range: float = Field(
+        default=0.2, gt=0.0, le=1.0, description="Policy ratio clip ε (PPO's standard 0.2)."
+    )
+    value_clip_range: float = Field(
+        default=0.2, ge=0.0, le=10.0, description="Value clip around the rollout's values (0: off)."
+    )
+    gamma: float = Field(default=1.0, ge=0.0, le=1.0, description="Discount (1: episodic).")
+    gae_lambda: float = Field(default=0.95, ge=0.0, le=1.0, description="GAE λ.")
+    whiten_advantages: bool = Field(
+        default=True, description="Normalise advantages to mean 0, std 1 over each batch."
+    )
+    kl_coef: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=10.0,
+        description="β of the per-token KL penalty (initial value when adaptive).",
+    )
+    kl_target: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="If set, adapt β so the per-response KL tracks this target (Ziegler et "
+        "al. 2019's proportional controller); empty: fixed β.",
+    )
+    kl_horizon: int = Field(
+        default=10_000, ge=1, description="Responses over which the adaptive β reacts."
+    )
+    entropy_coef: float = Field(default=0.0, ge=0.0, le=1.0, description="Entropy bonus weight.")
+    max_grad_norm: float = Field(default=1.0, gt=0.0, description="Gradient-norm clip.")
+    pass_reward: float = Field(default=1.0, description="Sparse reward of a passing response.")
+    fail_reward: float = Field(
+        default=-1.0,
+        description="Sparse reward of a failing response (−1 matches the PRM's label scale).",
+    )
+    dense_lambda_fail: float = Field(
+        default=0.25, ge=0.0, description="λ of the dense reward for failing responses (paper)."
+    )
+    dense_lambda_pass: float = Field(
+        default=0.025, ge=0.0, description="λ of the dense reward for passing responses (paper)."
+    )
+    eval_every: int = Field(
+        default=10, ge=0, description="Held-out evaluation every N iterations (0: only at the end)."
+    )
+    eval_problems: int = Field(
+        default=500, ge=1, description="Held-out problems per evaluation (≥ 500: ±2 points)."
+    )
+    eval_samples: int = Field(
+        default=1,
+        ge=0,
+        le=100,
+        description="Sampled completions per held-out problem (besides one greedy).",
+    )
+    checkpoint_every: int = Field(
+        default=20, ge=0, description="Save policy + critic + optimizer state every N iterations."
+    )
+    log_rollout_fraction: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="Fraction of rollouts stored as samples with their per-line scores.",
+    )
+    batch_size: int = Field(
+        default=64, ge=1, le=4096, description="Sequences per forward pass when scoring."
+    )
+    device: str = Field(default="auto", description="auto (CUDA if present), cpu or cuda[:i].")
+
+    @property
+    def dense(self) -> bool:
+        return self.variant in ("dense", "dense+value-init")
+
+    @property
+    def value_init(self) -> bool:
+        return self.variant in ("value-init", "dense+value-init")
+
+    @model_validator(mode="after")
+    def _minibatch_fits(self) -> PPOConfig:
+        rollouts = self.problems_per_step * self.samples_per_problem
+        if self.minibatch_size > rollouts:
+            raise ValueError(
+                f"minibatch_size ({self.minibatch_size}) exceeds the rollouts per iteration "
+                f"(problems_per_step × samples_per_problem = {rollouts})"
+            )
+        return self
+
+
+# ============================================================================ reward assembly
+
+
+def dense_line_rewards(
+    scores: Sequence[float], neutral: Sequence[bool], passed: bool, cfg: PPOConfig
+) -> list[float]:
+    """``λ · R_φ(x, y_{≤m}) / T`` per line; neutral lines pay 0. ``T`` counts every line, so
+    adding comment lines dilutes rather than earns reward."""
+    lam = cfg.dense_lambda_pass if passed else cfg.dense_lambda_fail
+    n_lines = len(scores)
+    return [
+        0.0 if is_neutral else lam * s / n_lines
+        for s, is_neutral in zip(scores, neutral, strict=True)
+    ]
+
+
+def place_rewards(
+    n_tokens: int, sparse: float, line_last_tokens: Sequence[int], line_rewards: Sequence[float]
+) -> torch.Tensor:
+    """Per-token environment reward (n,): each line's reward on its last token (a token that
+    ends several lines collects all of theirs) and the sparse reward on the final token."""
+    rewards = torch.zeros(n_tokens)
+    for token, reward in zip(line_last_tokens, line_rewards, strict=True):
+        rewards[token] += reward
+    rewards[n_tokens - 1] += sparse
+    return rewards
+
+
+# ============================================================================ GAE and whitening
+
+
+def gae(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation over response tokens, CleanRL's reversed loop.
+
+    ``rewards``, ``values``, ``mask``: (B, R), responses right-padded (mask 1 on real tokens).
+    Past a response's last token the episode is over: V = 0 and nothing is bootstrapped.
+    Returns (advantages, returns), both (B, R) and zero on padding.
+    """
+    B, R = rewards.shape
+    advantages = torch.zeros_like(rewards)
+    lastgaelam = torch.zeros(B, dtype=rewards.dtype)
+    for t in reversed(range(R)):
+        next_mask = mask[:, t + 1] if t + 1 < R else torch.zeros(B, dtype=rewards.dtype)
+        next_value = values[:, t + 1] * next_mask if t + 1 < R else torch.zeros(B)
+        delta = rewards[:, t] + gamma * next_value - values[:, t]  # TD error δ_t
+        lastgaelam = delta + gamma * lam * next_mask * lastgaelam
+        advantages[:, t] = lastgaelam * mask[:, t]
+    returns = (advantages + values) * mask
+    return advantages, returns
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Zero mean, unit variance over the real tokens: advantage scale then does not depend on
+    the reward scale, which keeps one learning rate right for every variant."""
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    return (x - mean) * torch.rsqrt(var + 1e-8) * mask
+
+
+# ============================================================================ packing and scoring
+
+
+@dataclass
+class Packed:
+    """Prompts + responses right-padded into one batch."""
+
+    input_ids: torch.Tensor  # (B, L)
+    attention_mask: torch.Tensor  # (B, L)
+    state_index: torch.Tensor  # (B, R): position of the state before response token j
+    response_ids: torch.Tensor  # (B, R)
+    response_mask: torch.Tensor  # (B, R) float, 1 on real response tokens
+
+
+def pack(generations: Sequence[Generation], pad_id: int) -> Packed:
+    sequences = [g.prompt_ids + g.token_ids for g in generations]
+    L = max(len(s) for s in sequences)
+    R = max(len(g.token_ids) for g in generations)
+    B = len(generations)
+    input_ids = torch.full((B, L), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((B, L), dtype=torch.long)
+    state_index = torch.zeros((B, R), dtype=torch.long)
+    response_ids = torch.full((B, R), pad_id, dtype=torch.long)
+    response_mask = torch.zeros((B, R))
+    for b, (g, sequence) in enumerate(zip(generations, sequences, strict=True)):
+        P, n = len(g.prompt_ids), len(g.token_ids)
+        input_ids[b, : len(sequence)] = torch.tensor(sequence)
+        attention_mask[b, : len(sequence)] = 1
+        # state before token j sits at P + j - 1; padding points at the last real position
+        state_index[b] = torch.clamp(torch.arange(R) + P - 1, max=P + n - 1)
+        response_ids[b, :n] = torch.tensor(g.token_ids)
+        response_mask[b, :n] = 1.0
+    return Packed(input_ids, attention_mask, state_index, response_ids, response_mask)
+
+
+def rows(packed: Packed, index: torch.Tensor, device: torch.device) -> Packed:
+    """A minibatch of ``packed`` on ``device``."""
+    return Packed(
+        *(getattr(packed, name)[index].to(device) for name in Packed.__dataclass_fields__)
+    )
+
+
+def policy_logprobs(model, batch: Packed) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log π(a_j | s_j) and the policy's entropy at s_j, both (B, R)."""
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    V = logits.shape[-1]
+    logits = logits.gather(1, batch.state_index[..., None].expand(-1, -1, V)).float()  # (B,R,V)
+    logp_all = F.log_softmax(logits, dim=-1)
+    logp = logp_all.gather(-1, batch.response_ids[..., None]).squeeze(-1)  # (B, R)
+    entropy = -(logp_all.exp() * logp_all).sum(-1)  # (B, R)
+    return logp, entropy
+
+
+def critic_values(critic: ValueModel, batch: Packed) -> torch.Tensor:
+    """V(s_j), (B, R)."""
+    values = critic(batch.input_ids, batch.attention_mask).float()  # (B, L)
+    return values.gather(1, batch.state_index)
+
+
+def prm_token_scores(prm: ValueModel, batch: Packed) -> torch.Tensor:
+    """The PRM's score of the prefix through response token j, (B, R): position P + j."""
+    scores = prm(batch.input_ids, batch.attention_mask).float()  # (B, L)
+    after = (batch.state_index + 1).clamp(max=scores.shape[1] - 1)
+    return scores.gather(1, after)
+
+
+@torch.no_grad()
+def in_chunks(fn: Callable[[Packed], Any], packed: Packed, size: int, device) -> list[Any]:
+    B = packed.input_ids.shape[0]
+    return [fn(rows(packed, torch.arange(i, min(i + size, B)), device)) for i in range(0, B, size)]
+
+
+# ============================================================================ the training loop
+
+
+@dataclass
+class RolloutRecord:
+    """A logged rollout: code, verdict and, per line, the PRM score and dense reward paid."""
+
+    step: int
+    task_id: str
+    program: str
+    verdict: str
+    passed: bool
+    tests_passed: int
+    tests_total: int
+    error_line: int | None
+    detail: str
+    lines: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class PPOResult:
+    step: int
+    checkpoints: list[Path]
+    final_eval: dict[str, float]
+    seconds: float
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "checkpoints": [str(p) for p in self.checkpoints],
+            "final_eval": self.final_eval,
+            "seconds": round(self.seconds, 1),
+        }
+
+
+def adapt_kl_coef(kl_coef: float, observed_kl: float, cfg: PPOConfig, n_responses: int) -> float:
+    """Ziegler et al.'s proportional controller: β grows when KL overshoots the target."""
+    if cfg.kl_target is None:
+        return kl_coef
+    error = float(np.clip(observed_kl / cfg.kl_target - 1.0, -0.2, 0.2))
+    return kl_coef * (1.0 + error * n_responses / cfg.kl_horizon)
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
+    """1 − Var[returns − values] / Var[returns]: 1 is a perfect critic, ≤ 0 a useless one."""
+    v, r = values[mask.bool()], returns[mask.bool()]
+    var_r = r.var(unbiased=False)
+    return float("nan") if var_r == 0 else float(1.0 - (r - v).var(unbiased=False) / var_r)
+
+
+def save_ppo_checkpoint(
+    folder: Path, policy, critic, tokenizer, state: dict[str, Any], cfg: PPOConfig
+) -> Path:
+    save_policy(policy, tokenizer, folder / "policy")
+    critic.save(folder / "critic")
+    torch.save(state, folder / STATE_PT)
+    (folder / "ppo_config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
+    return folder
+
+
+def make_critic(
+    cfg: PPOConfig,
+    policy_dir: str | Path,
+    prm_dir: str | Path | None,
+    resume_dir: str | Path | None = None,
+) -> ValueModel:
+    """The critic: resumed, the PRM's weights (ValueInit), or the policy + a fresh head."""
+    if resume_dir:
+        return ValueModel.load(Path(resume_dir) / "critic")
+    if cfg.value_init:
+        assert prm_dir is not None  # PPOConfig users pass one; train_ppo checks it
+        return ValueModel.load(prm_dir)  # ValueInit: the PRM's weights, nothing more
+    return ValueModel.from_policy(policy_dir, seed=cfg.seed)
+
+
+def train_ppo(
+    cfg: PPOConfig,
+    *,
+    policy_dir: str | Path,
+    prm_dir: str | Path | None,
+    train_problems: Sequence[Problem],
+    eval_problems: Sequence[Problem],
+    run_batch: RunBatch,
+    reporter: Reporter,
+    out_dir: Path,
+    on_rollouts: Callable[[int, list[RolloutRecord]], None] = lambda step, records: None,
+    resume_dir: Path | None = None,
+) -> PPOResult:
+    """Train ``policy_dir`` (the SFT policy) with PPO; see the module docstring."""
+    if (cfg.dense or cfg.value_init) and prm_dir is None:
+        raise ValueError(
+            f"variant {cfg.variant!r} needs a PRM: set prm (a prm-train run or folder)"
+        )
+    seed_everything(cfg.seed)
+    device = pick_device(cfg.device)
+    started = time.perf_counter()
+
+    # ---- models: policy (trained), reference (frozen SFT), critic, PRM (frozen) ----
+    start_dir = Path(resume_dir) / "policy" if resume_dir else policy_dir
+    policy, tokenizer = load_policy(start_dir, device=cfg.device)
+    reference, _ = load_policy(policy_dir, device=cfg.device)
+    reference.eval().requires_grad_(False)
+    prm = None
+    if prm_dir is not None:
+        prm = ValueModel.load(prm_dir).to(device).eval().requires_grad_(False)
+        if prm.backbone.config.vocab_size != policy.config.vocab_size:
+            raise ValueError(
+                f"the PRM at {prm_dir} has a vocabulary of {prm.backbone.config.vocab_size}, the "
+                f"policy {policy.config.vocab_size}: train the PRM from this policy's SFT model"
+            )
+    critic = make_critic(cfg, policy_dir, prm_dir, resume_dir)
+    # Dropout off throughout (eval mode still trains): the ratio π/π_old must compare one
+    # deterministic function, and the rollout's log-probs must be the ones being optimised.
+    critic.to(device).eval()
+    policy.eval()
+    policy_opt = torch.optim.AdamW(policy.parameters(), lr=cfg.policy_lr, eps=1e-5)
+    critic_opt = torch.optim.AdamW(critic.parameters(), lr=cfg.critic_lr, eps=1e-5)
+    sampler = HFSampler(policy, tokenizer, batch_size=cfg.batch_size)
+    problem_rng = random.Random(cfg.seed)
+    log_rng = random.Random(cfg.seed + 1)
+    kl_coef, start_step = cfg.kl_coef, 0
+    if resume_dir:
+        state = torch.load(Path(resume_dir) / STATE_PT, weights_only=False)
+        policy_opt.load_state_dict(state["policy_opt"])
+        critic_opt.load_state_dict(state["critic_opt"])
+        problem_rng.setstate(state["problem_rng"])
+        log_rng.setstate(state["log_rng"])
+        restore_rng(state["rng"], torch.Generator())
+        kl_coef, start_step = state["kl_coef"], state["step"]
+    eval_subset = list(eval_problems[: cfg.eval_problems])
+    eval_cfg = EvalConfig(
+        greedy=True,
+        n_samples=cfg.eval_samples,
+        temperature=1.0,
+        max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+    )
+    pad_id = tokenizer.pad_token_id
+    checkpoints: list[Path] = []
+    final_eval: dict[str, float] = {}
+
+    def run_eval(step: int) -> dict[str, float]:
+        result = evaluate(
+            policy,
+            tokenizer,
+            eval_subset,
+            eval_cfg,
+            run_batch,
+            AtFraction(reporter, step / cfg.steps),
+            step=step,
+        )
+        metrics = {**pass_metrics(result), **difficulty_metrics(result)}
+        reporter.metrics(step, metrics)
+        return metrics
+
+    if start_step == 0 and cfg.eval_every:
+        run_eval(0)
+
+    for step in range(start_step, cfg.steps):
+        timings: dict[str, float] = {}
+
+        # ---- 1. rollouts ------------------------------------------------------------------
+        t0 = time.perf_counter()
+        problems = [problem_rng.choice(train_problems) for _ in range(cfg.problems_per_step)]
+        problems = [p for p in problems for _ in range(cfg.samples_per_problem)]
+        params = SamplingParams(
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            max_new_tokens=cfg.max_new_tokens,
+            seed=cfg.seed * 1_000_003 + step,
+        )
+        generations = sampler.generate([p.prompt for p in problems], params)
+        # an empty response has no token to pay its reward on: give it one (EOS)
+        generations = [
+            g
+            if g.token_ids
+            else Generation(g.prompt_ids, [tokenizer.eos_token_id], [0.0], "", g.finish_reason)
+            for g in generations
+        ]
+        timings["generation"] = time.perf_counter() - t0
+
+        # ---- 2. execution in the sandbox ----------------------------------------------------
+        t0 = time.perf_counter()
+        requests = [
+            exec_request(p, g.text, f"{step}/{i}")
+            for i, (p, g) in enumerate(zip(problems, generations, strict=True))
+        ]
+        results = run_batch(requests)
+        passed = [r.status == "passed" for r in results]
+        timings["execution"] = time.perf_counter() - t0
+
+        # ---- 3. log-probs, values, PRM scores (no grad) -----------------------------------
+        t0 = time.perf_counter()
+        packed = pack(generations, pad_id)
+        mask = packed.response_mask  # (B, R)
+        old_logp = torch.cat(
+            [
+                lp
+                for lp, _ in in_chunks(
+                    lambda b: policy_logprobs(policy, b), packed, cfg.batch_size, device
+                )
+            ]
+        ).cpu()
+        ref_logp = torch.cat(
+            [
+                lp
+                for lp, _ in in_chunks(
+                    lambda b: policy_logprobs(reference, b), packed, cfg.batch_size, device
+                )
+            ]
+        ).cpu()
+        old_values = torch.cat(
+            in_chunks(lambda b: critic_values(critic, b), packed, cfg.batch_size, device)
+        ).cpu()
+        segmented = [segment_ids(tokenizer, g.token_ids) for g in generations]
+        line_scores: list[list[float]] = [[] for _ in generations]
+        if prm is not None:
+            token_scores = torch.cat(
+                in_chunks(lambda b: prm_token_scores(prm, b), packed, cfg.batch_size, device)
+            ).cpu()
+            line_scores = [token_scores[b, s.last_tokens].tolist() for b, s in enumerate(segmented)]
+        timings["prm_scoring"] = time.perf_counter() - t0
+
+        # ---- 4. rewards per token and advantages ------------------------------------------
+        kl = (old_logp - ref_logp) * mask  # (B, R): log π − log π_ref per token
+        rewards = -kl_coef * kl
+        sparse_total = dense_total = 0.0
+        dense_paid: list[list[float]] = []
+        for b, (g, s, ok) in enumerate(zip(generations, segmented, passed, strict=True)):
+            sparse = cfg.pass_reward if ok else cfg.fail_reward
+            per_line = (
+                dense_line_rewards(line_scores[b], [line.neutral for line in s.lines], ok, cfg)
+                if cfg.dense and s.lines
+                else [0.0] * len(s.lines)
+            )
+            dense_paid.append(per_line)
+            n = len(g.token_ids)
+            rewards[b, :n] += place_rewards(n, sparse, s.last_tokens, per_line)
+            sparse_total += sparse
+            dense_total += sum(per_line)
+        advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.gae_lambda)
+        if cfg.whiten_advantages:
+            advantages = masked_whiten(advantages, mask)
+
+        # ---- 5. PPO update ----------------------------------------------------------------
+        t0 = time.perf_counter()
+        B = len(generations)
+        stats: dict[str, list[float]] = {
+            k: [] for k in ("pg", "vf", "ent", "approx_kl", "clipfrac", "vclipfrac")
+        }
+        for _epoch in range(cfg.ppo_epochs):
+            order = torch.randperm(B)
+            for first in range(0, B, cfg.minibatch_size):
+                index = order[first : first + cfg.minibatch_size]
+                mb = rows(packed, index, device)
+                mb_mask = mask[index].to(device)
+                mb_adv = advantages[index].to(device)
+                mb_ret = returns[index].to(device)
+                mb_old_logp = old_logp[index].to(device)
+                mb_old_v = old_values[index].to(device)
+
+                new_logp, entropy = policy_logprobs(policy, mb)
+                log_ratio = new_logp - mb_old_logp
+                ratio = log_ratio.exp()
+                pg_loss1 = -mb_adv * ratio
+                pg_loss2 = -mb_adv * torch.clamp(ratio, 1 - cfg.clip_range, 1 + cfg.clip_range)
+                pg_loss = masked_mean(torch.max(pg_loss1, pg_loss2), mb_mask)
+                entropy_loss = masked_mean(entropy, mb_mask)
+                policy_loss = pg_loss - cfg.entropy_coef * entropy_loss
+                policy_opt.zero_grad(set_to_none=True)
+                policy_loss.backward()
+                torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+                policy_opt.step()
+
+                new_v = critic_values(critic, mb)
+                v_loss_unclipped = (new_v - mb_ret) ** 2
+                if cfg.value_clip_range > 0:
+                    v_clipped = mb_old_v + torch.clamp(
+                        new_v - mb_old_v, -cfg.value_clip_range, cfg.value_clip_range
+                    )
+                    v_loss = 0.5 * masked_mean(
+                        torch.max(v_loss_unclipped, (v_clipped - mb_ret) ** 2), mb_mask
+                    )
+                else:
+                    v_loss = 0.5 * masked_mean(v_loss_unclipped, mb_mask)
+                critic_opt.zero_grad(set_to_none=True)
+                v_loss.backward()
+                torch.nn.utils.clip_grad_norm_(critic.parameters(), cfg.max_grad_norm)
+                critic_opt.step()
+
+                with torch.no_grad():
+                    # CleanRL's low-variance KL estimator and the fraction of clipped ratios
+                    stats["approx_kl"].append(float(masked_mean((ratio - 1) - log_ratio, mb_mask)))
+                    stats["clipfrac"].append(
+                        float(masked_mean(((ratio - 1).abs() > cfg.clip_range).float(), mb_mask))
+                    )
+                    stats["vclipfrac"].append(
+                        float(
+                            masked_mean(
+                                ((new_v - mb_old_v).abs() > cfg.value_clip_range).float(), mb_mask
+                            )
+                        )
+                        if cfg.value_clip_range > 0
+                        else 0.0
+                    )
+                stats["pg"].append(float(pg_loss))
+                stats["vf"].append(float(v_loss))
+                stats["ent"].append(float(entropy_loss))
+        timings["update"] = time.perf_counter() - t0
+
+        # ---- 6. metrics, logged samples, adaptive β, evaluation, checkpoint ----------------
+        done = step + 1
+        kl_per_response = float((kl.sum(1)).mean())
+        n_tokens = float(mask.sum())
+        n_lines = [len(s.lines) for s in segmented]
+        n_comment = sum(
+            sum(line.neutral and bool(line.text.strip()) for line in s.lines) for s in segmented
+        )
+        all_scores = [x for scores in line_scores for x in scores]
+        step_seconds = sum(timings.values())
+        reporter.metrics(
+            done,
+            {
+                "rollout/pass_rate": float(np.mean(passed)),
+                "rewards/sparse": sparse_total / B,
+                "rewards/dense": dense_total / B,
+                "rewards/kl": float(-kl_coef * kl.sum(1).mean()),
+                "rewards/prm_score": float(np.mean(all_scores)) if all_scores else 0.0,
+                "losses/policy": float(np.mean(stats["pg"])),
+                "losses/value": float(np.mean(stats["vf"])),
+                "losses/entropy": float(np.mean(stats["ent"])),
+                "charts/approx_kl": float(np.mean(stats["approx_kl"])),
+                "charts/clipfrac": float(np.mean(stats["clipfrac"])),
+                "charts/value_clipfrac": float(np.mean(stats["vclipfrac"])),
+                "charts/explained_variance": explained_variance(old_values, returns, mask),
+                "charts/kl_coef": kl_coef,
+                "charts/kl_per_response": kl_per_response,
+                "rollout/response_tokens": n_tokens / B,
+                "rollout/response_lines": float(np.mean(n_lines)),
+                "rollout/comment_line_fraction": n_comment / max(sum(n_lines), 1),
+                **{f"time/{phase}_s": seconds for phase, seconds in timings.items()},
+                "time/tokens_per_s": n_tokens / max(step_seconds, 1e-9),
+            },
+        )
+        logged = [
+            RolloutRecord(
+                step=done,
+                task_id=problems[b].task_id,
+                program=requests[b]["program"],
+                verdict=results[b].status,
+                passed=passed[b],
+                tests_passed=results[b].passed,
+                tests_total=results[b].total,
+                error_line=results[b].error_line,
+                detail=results[b].detail or "",
+                lines=[
+                    {
+                        "line_no": line.index + 1,
+                        "text": line.text,
+                        "score": line_scores[b][line.index] if line_scores[b] else None,
+                        "dense_reward": dense_paid[b][line.index],
+                    }
+                    for line in segmented[b].lines
+                ],
+            )
+            for b in range(B)
+            if log_rng.random() < cfg.log_rollout_fraction
+        ]
+        if logged:
+            on_rollouts(done, logged)
+        kl_coef = adapt_kl_coef(kl_coef, kl_per_response, cfg, B)
+        elapsed = time.perf_counter() - started
+        reporter.progress(
+            done / cfg.steps,
+            f"step {done}/{cfg.steps} pass {np.mean(passed):.2f} "
+            f"ETA {elapsed / (done - start_step) * (cfg.steps - done):.0f}s",
+        )
+        if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
+            run_eval(done)
+        if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.steps:
+            state = {
+                "step": done,
+                "policy_opt": policy_opt.state_dict(),
+                "critic_opt": critic_opt.state_dict(),
+                "problem_rng": problem_rng.getstate(),
+                "log_rng": log_rng.getstate(),
+                "rng": rng_state(torch.Generator()),
+                "kl_coef": kl_coef,
+            }
+            checkpoints.append(
+                save_ppo_checkpoint(
+                    out_dir / f"step_{done:06d}", policy, critic, tokenizer, state, cfg
+                )
+            )
+
+    final_eval = run_eval(cfg.steps)
+    return PPOResult(cfg.steps, checkpoints, final_eval, time.perf_counter() - started)
