@@ -166,6 +166,7 @@ class Sample(Base):
     tests_total: Mapped[int] = mapped_column(Integer, default=0)
     error_line: Mapped[int | None] = mapped_column(Integer)
     detail: Mapped[str] = mapped_column(Text, default="")
+    meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -183,3 +184,18 @@ class LineScore(Base):
     label: Mapped[int | None] = mapped_column(Integer)
     ground_truth: Mapped[int | None] = mapped_column(Integer)
     dense_reward: Mapped[float | None] = mapped_column(Float)
+
+
+class Worker(Base):
+    """A worker process that announced itself; ``last_seen`` is its heartbeat."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    host: Mapped[str] = mapped_column(String(200))
+    queues: Mapped[str] = mapped_column(String(200))
+    facts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    current_run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))

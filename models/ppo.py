@@ -621,9 +621,9 @@ def train_ppo(
                         if cfg.value_clip_range > 0
                         else 0.0
                     )
-                stats["pg"].append(float(pg_loss))
-                stats["vf"].append(float(v_loss))
-                stats["ent"].append(float(entropy_loss))
+                stats["pg"].append(pg_loss.item())
+                stats["vf"].append(v_loss.item())
+                stats["ent"].append(entropy_loss.item())
         timings["update"] = time.perf_counter() - t0
 
         # ---- 6. metrics, logged samples, adaptive β, evaluation, checkpoint ----------------

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26 00:20:42.805614
+Create Date: 2026-11-26 00:36:37.095124
 """
 
 from collections.abc import Sequence
@@ -124,6 +124,28 @@ def upgrade() -> None:
         batch_op.create_index("ix_problems_set_split", ["problem_set_id", "split"], unique=False)
 
     op.create_table(
+        "workers",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("host", sa.String(length=200), nullable=False),
+        sa.Column("queues", sa.String(length=200), nullable=False),
+        sa.Column("facts", sa.JSON(), nullable=False),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("last_seen", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("current_run_id", sa.Integer(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["current_run_id"],
+            ["runs.id"],
+            name=op.f("fk_workers_current_run_id_runs"),
+            ondelete="SET NULL",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_workers")),
+        sa.UniqueConstraint("name", name=op.f("uq_workers_name")),
+    )
+    with op.batch_alter_table("workers", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_workers_last_seen"), ["last_seen"], unique=False)
+
+    op.create_table(
         "samples",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("run_id", sa.Integer(), nullable=False),
@@ -136,6 +158,7 @@ def upgrade() -> None:
         sa.Column("tests_total", sa.Integer(), nullable=False),
         sa.Column("error_line", sa.Integer(), nullable=True),
         sa.Column("detail", sa.Text(), nullable=False),
+        sa.Column("meta", sa.JSON(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["problem_id"],
@@ -187,6 +210,10 @@ def downgrade() -> None:
         batch_op.drop_index("ix_samples_run_problem")
 
     op.drop_table("samples")
+    with op.batch_alter_table("workers", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_workers_last_seen"))
+
+    op.drop_table("workers")
     with op.batch_alter_table("problems", schema=None) as batch_op:
         batch_op.drop_index("ix_problems_set_split")
 
