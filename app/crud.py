@@ -3,6 +3,7 @@ the caller's ``session_scope()`` decides what one transaction holds."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -118,10 +119,13 @@ def request_cancel(session: Session, *, run_id: int) -> Run:
 
 
 def add_metrics(session: Session, *, run_id: int, step: int, values: Mapping[str, float]) -> None:
+    """Store scalars; an undefined value (NaN, ±inf — e.g. explained variance of constant
+    returns) is left out rather than stored as a number no database agrees on."""
     now = utcnow()
     session.add_all(
         Metric(run_id=run_id, step=step, name=name, value=float(value), time=now)
         for name, value in values.items()
+        if math.isfinite(value)
     )
 
 

@@ -36,146 +36,30 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from models.evaluation import RunBatch, difficulty_metrics, evaluate, pass_metrics
-from models.lines import segment_ids
+from models.evaluation import (
+    RunBatch,
+    SampleRecord,
+    difficulty_metrics,
+    evaluate,
+    pass_metrics,
+)
+from models.lines import segment_ids, split_lines
 from models.policy import load_policy, pick_device, save_policy
 from models.policy_config import EvalConfig, SamplingParams
+from models.ppo_config import PPOConfig
 from models.problems import Problem, exec_request
 from models.reporting import AtFraction, Reporter
 from models.sampling import Generation, HFSampler
 from models.sft import restore_rng, rng_state, seed_everything
 from models.value_model import ValueModel
 
-Variant = Literal["baseline", "dense", "value-init", "dense+value-init"]
 STATE_PT = "ppo_state.pt"
-
-
-class PPOConfig(BaseModel):
-    """PPO hyper-parameters. Where the paper is silent (it publishes no K, β, learning rates or
-    model sizes), the defaults are ours, chosen for the tiny model on the embedded benchmark;
-    the help text says so."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    variant: Variant = Field(
-        default="dense+value-init",
-        description="baseline: sparse test reward only; dense: + PRM line rewards; value-init: "
-        "critic starts from the PRM; dense+value-init: both (the paper's best).",
-    )
-    seed: int = Field(default=0, description="Seeds python, numpy, torch and the problem order.")
-    steps: int = Field(default=60, ge=1, le=1_000_000, description="PPO iterations.")
-    problems_per_step: int = Field(
-        default=16, ge=1, le=4096, description="Training problems sampled per iteration."
-    )
-    samples_per_problem: int = Field(
-        default=4, ge=1, le=256, description="Completions per problem per iteration (n)."
-    )
-    max_new_tokens: int = Field(default=160, ge=1, le=8192, description="Response length cap.")
-    temperature: float = Field(default=1.0, gt=0.0, le=5.0, description="Rollout temperature.")
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="Rollout nucleus threshold.")
-    policy_lr: float = Field(
-        default=5e-5,
-        gt=0.0,
-        le=1.0,
-        description="Policy learning rate (ours; real 1–7B models want about 1e-6).",
-    )
-    critic_lr: float = Field(
-        default=2e-4,
-        gt=0.0,
-        le=1.0,
-        description="Critic learning rate (ours; about 5e-6 for real models).",
-    )
-    ppo_epochs: int = Field(default=2, ge=1, le=100, description="Passes over each batch.")
-    minibatch_size: int = Field(default=16, ge=1, le=4096, description="Responses per update.")
-    clip_range: float = Field(
-        default=0.2, gt=0.0, le=1.0, description="Policy ratio clip ε (PPO's standard 0.2)."
-    )
-    value_clip_range: float = Field(
-        default=0.2, ge=0.0, le=10.0, description="Value clip around the rollout's values (0: off)."
-    )
-    gamma: float = Field(default=1.0, ge=0.0, le=1.0, description="Discount (1: episodic).")
-    gae_lambda: float = Field(default=0.95, ge=0.0, le=1.0, description="GAE λ.")
-    whiten_advantages: bool = Field(
-        default=True, description="Normalise advantages to mean 0, std 1 over each batch."
-    )
-    kl_coef: float = Field(
-        default=0.05,
-        ge=0.0,
-        le=10.0,
-        description="β of the per-token KL penalty (initial value when adaptive).",
-    )
-    kl_target: float | None = Field(
-        default=None,
-        gt=0.0,
-        description="If set, adapt β so the per-response KL tracks this target (Ziegler et "
-        "al. 2019's proportional controller); empty: fixed β.",
-    )
-    kl_horizon: int = Field(
-        default=10_000, ge=1, description="Responses over which the adaptive β reacts."
-    )
-    entropy_coef: float = Field(default=0.0, ge=0.0, le=1.0, description="Entropy bonus weight.")
-    max_grad_norm: float = Field(default=1.0, gt=0.0, description="Gradient-norm clip.")
-    pass_reward: float = Field(default=1.0, description="Sparse reward of a passing response.")
-    fail_reward: float = Field(
-        default=-1.0,
-        description="Sparse reward of a failing response (−1 matches the PRM's label scale).",
-    )
-    dense_lambda_fail: float = Field(
-        default=0.25, ge=0.0, description="λ of the dense reward for failing responses (paper)."
-    )
-    dense_lambda_pass: float = Field(
-        default=0.025, ge=0.0, description="λ of the dense reward for passing responses (paper)."
-    )
-    eval_every: int = Field(
-        default=10, ge=0, description="Held-out evaluation every N iterations (0: only at the end)."
-    )
-    eval_problems: int = Field(
-        default=500, ge=1, description="Held-out problems per evaluation (≥ 500: ±2 points)."
-    )
-    eval_samples: int = Field(
-        default=1,
-        ge=0,
-        le=100,
-        description="Sampled completions per held-out problem (besides one greedy).",
-    )
-    checkpoint_every: int = Field(
-        default=20, ge=0, description="Save policy + critic + optimizer state every N iterations."
-    )
-    log_rollout_fraction: float = Field(
-        default=0.05,
-        ge=0.0,
-        le=1.0,
-        description="Fraction of rollouts stored as samples with their per-line scores.",
-    )
-    batch_size: int = Field(
-        default=64, ge=1, le=4096, description="Sequences per forward pass when scoring."
-    )
-    device: str = Field(default="auto", description="auto (CUDA if present), cpu or cuda[:i].")
-
-    @property
-    def dense(self) -> bool:
-        return self.variant in ("dense", "dense+value-init")
-
-    @property
-    def value_init(self) -> bool:
-        return self.variant in ("value-init", "dense+value-init")
-
-    @model_validator(mode="after")
-    def _minibatch_fits(self) -> PPOConfig:
-        rollouts = self.problems_per_step * self.samples_per_problem
-        if self.minibatch_size > rollouts:
-            raise ValueError(
-                f"minibatch_size ({self.minibatch_size}) exceeds the rollouts per iteration "
-                f"(problems_per_step × samples_per_problem = {rollouts})"
-            )
-        return self
 
 
 # ============================================================================ reward assembly
@@ -320,9 +204,12 @@ def in_chunks(fn: Callable[[Packed], Any], packed: Packed, size: int, device) ->
 
 @dataclass
 class RolloutRecord:
-    """A logged rollout: code, verdict and, per line, the PRM score and dense reward paid."""
+    """A stored sample — a rollout or an evaluation completion: code, verdict and, per line,
+    the PRM score and the dense reward paid (None where not applicable)."""
 
     step: int
+    mode: str  # "rollout", or the evaluation's "greedy" / "sampled"
+    sample_index: int
     task_id: str
     program: str
     verdict: str
@@ -348,6 +235,27 @@ class PPOResult:
             "final_eval": self.final_eval,
             "seconds": round(self.seconds, 1),
         }
+
+
+def eval_record(step: int, record: SampleRecord) -> RolloutRecord:
+    """An evaluation completion as a stored sample (its lines, unscored)."""
+    return RolloutRecord(
+        step=step,
+        mode=record.mode,
+        sample_index=record.sample_index,
+        task_id=record.task_id,
+        program=record.program,
+        verdict=record.verdict,
+        passed=record.passed,
+        tests_passed=record.tests_passed,
+        tests_total=record.tests_total,
+        error_line=record.error_line,
+        detail=record.detail,
+        lines=[
+            {"line_no": line.index + 1, "text": line.text, "score": None, "dense_reward": None}
+            for line in split_lines(record.completion)
+        ],
+    )
 
 
 def adapt_kl_coef(kl_coef: float, observed_kl: float, cfg: PPOConfig, n_responses: int) -> float:
@@ -400,10 +308,15 @@ def train_ppo(
     run_batch: RunBatch,
     reporter: Reporter,
     out_dir: Path,
-    on_rollouts: Callable[[int, list[RolloutRecord]], None] = lambda step, records: None,
+    on_samples: Callable[[int, list[RolloutRecord]], None] = lambda step, records: None,
+    on_checkpoint: Callable[[int, Path], None] = lambda step, folder: None,
     resume_dir: Path | None = None,
 ) -> PPOResult:
-    """Train ``policy_dir`` (the SFT policy) with PPO; see the module docstring."""
+    """Train ``policy_dir`` (the SFT policy) with PPO; see the module docstring.
+
+    ``on_samples`` receives every evaluation completion and the logged fraction of rollouts;
+    ``on_checkpoint`` each saved checkpoint folder (``policy/``, ``critic/``, optimizer state),
+    as soon as it is written; ``resume_dir`` continues exactly from such a folder."""
     if (cfg.dense or cfg.value_init) and prm_dir is None:
         raise ValueError(
             f"variant {cfg.variant!r} needs a PRM: set prm (a prm-train run or folder)"
@@ -469,6 +382,7 @@ def train_ppo(
         )
         metrics = {**pass_metrics(result), **difficulty_metrics(result)}
         reporter.metrics(step, metrics)
+        on_samples(step, [eval_record(step, record) for record in result.records])
         return metrics
 
     if start_step == 0 and cfg.eval_every:
@@ -663,6 +577,8 @@ def train_ppo(
         logged = [
             RolloutRecord(
                 step=done,
+                mode="rollout",
+                sample_index=b,
                 task_id=problems[b].task_id,
                 program=requests[b]["program"],
                 verdict=results[b].status,
@@ -685,7 +601,7 @@ def train_ppo(
             if log_rng.random() < cfg.log_rollout_fraction
         ]
         if logged:
-            on_rollouts(done, logged)
+            on_samples(done, logged)
         kl_coef = adapt_kl_coef(kl_coef, kl_per_response, cfg, B)
         elapsed = time.perf_counter() - started
         reporter.progress(
@@ -705,11 +621,11 @@ def train_ppo(
                 "rng": rng_state(torch.Generator()),
                 "kl_coef": kl_coef,
             }
-            checkpoints.append(
-                save_ppo_checkpoint(
-                    out_dir / f"step_{done:06d}", policy, critic, tokenizer, state, cfg
-                )
+            folder = save_ppo_checkpoint(
+                out_dir / f"step_{done:06d}", policy, critic, tokenizer, state, cfg
             )
+            checkpoints.append(folder)
+            on_checkpoint(done, folder)
 
     final_eval = run_eval(cfg.steps)
     return PPOResult(cfg.steps, checkpoints, final_eval, time.perf_counter() - started)

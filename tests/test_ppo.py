@@ -12,7 +12,6 @@ from models.lines import segment
 from models.policy import build_tiny_policy, save_policy
 from models.policy_config import TinyModelConfig
 from models.ppo import (
-    PPOConfig,
     dense_line_rewards,
     gae,
     make_critic,
@@ -22,6 +21,7 @@ from models.ppo import (
     policy_logprobs,
     train_ppo,
 )
+from models.ppo_config import PPOConfig
 from models.problems import Problem
 from models.reporting import MemoryReporter
 from models.sampling import Generation
@@ -208,7 +208,7 @@ def test_one_ppo_step_runs_and_kl_starts_at_zero(tiny_dirs, tmp_path, variant):
         run_batch=fake_sandbox,
         reporter=reporter,
         out_dir=tmp_path,
-        on_rollouts=lambda step, records: logged.extend(records),
+        on_samples=lambda step, records: logged.extend(r for r in records if r.mode == "rollout"),
     )
     assert reporter.series("rewards/kl")[0] == (1, 0.0)  # the policy is the reference at first
     assert reporter.series("charts/kl_per_response")[0] == (1, 0.0)

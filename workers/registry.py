@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from workers.healthcheck import HealthcheckConfig
 from workers.jobs_policy import EvalJobConfig, SFTJobConfig
+from workers.jobs_rl import RLJobConfig
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,16 @@ JOB_KINDS: dict[str, JobKind] = {
             "stores every sample, and reports pass@1 (greedy and sampled) by difficulty.",
             config=EvalJobConfig,
             entry="workers.jobs_policy:run_eval",
+            queue="gpu",
+        ),
+        JobKind(
+            name="rl",
+            title="PPO (RL)",
+            description="PPO from an SFT policy with unit-test rewards; variants add the PRM's "
+            "line scores as dense rewards and/or start the critic from the PRM (ValueInit). "
+            "Logs the held-out pass-rate curve, checkpoints and samples; resumes after a crash.",
+            config=RLJobConfig,
+            entry="workers.jobs_rl:run_rl",
             queue="gpu",
         ),
     )

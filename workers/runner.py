@@ -103,6 +103,27 @@ def submit(
     return run_id
 
 
+def submit_sweep(
+    kind_name: str,
+    config: dict[str, Any],
+    *,
+    field: str,
+    values: list[Any],
+    seeds: list[int],
+    group_name: str,
+) -> list[int]:
+    """Submit ``kind_name`` once per (value of ``field``) × seed as one group of sibling runs —
+    e.g. the four PPO variants × 3 seeds. Every config is validated before any is stored."""
+    kind = get_kind(kind_name)
+    configs = [{**config, field: value, "seed": seed} for value in values for seed in seeds]
+    for each in configs:
+        validate_config(kind, each)
+    return [
+        submit(kind_name, each, name=f"{each[field]} seed {each['seed']}", group_name=group_name)
+        for each in configs
+    ]
+
+
 def cancel(run_id: int) -> Run:
     with session_scope() as session:
         return crud.request_cancel(session, run_id=run_id)
