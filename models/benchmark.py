@@ -73,7 +73,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal
@@ -100,7 +100,7 @@ class Op:
 
     arg: Literal["int", "ref", "none"]
     phrase: str  # docstring text; {a} is the argument
-    expr: str  # the line's right-hand side; {src} is the previous variable, {a} the argument
+    expr: str  # the line's right-hand side: {src} the previous variable, {ref} = v{a}
 
 
 OPS: dict[str, Op] = {
@@ -119,8 +119,8 @@ OPS: dict[str, Op] = {
     "skip": Op("int", "skip {a}", "{src}[{a}:]"),
     "rev": Op("none", "reverse", "{src}[::-1]"),
     "sort": Op("none", "sort", "sorted({src})"),
-    "zadd": Op("ref", "zip-add v{a}", "[x + y for x, y in zip({src}, v{a})]"),
-    "cat": Op("ref", "append v{a}", "{src} + v{a}"),
+    "zadd": Op("ref", "zip-add v{a}", "[x + y for x, y in zip({src}, {ref})]"),
+    "cat": Op("ref", "append v{a}", "{src} + {ref}"),
 }
 
 
@@ -230,7 +230,7 @@ def _feasible(step: Step, position: int) -> bool:
 def render_line(step: Step, position: int) -> str:
     """The reference line of ``step`` as step number ``position`` (no indent, no newline)."""
     op, arg = step
-    expr = OPS[op].expr.format(src=f"v{position - 1}", a=arg)
+    expr = OPS[op].expr.format(src=f"v{position - 1}", ref=f"v{arg}", a=arg)
     return f"v{position} = {expr}"
 
 
@@ -251,33 +251,70 @@ _BUILTINS = {"min": min, "max": max, "zip": zip, "sorted": sorted}
 
 
 @cache
-def _compiled(op: str, arg: int | None) -> Callable[[dict[str, list[int]]], list[int]]:
-    """The step as a function of the variables bound so far.
+def _compiled(op: str, arg: int | None) -> Callable[[list[int], list[int] | None], list[int]]:
+    """The step as a function of its source list (and, for zadd/cat, the list it names).
 
-    It evaluates the very expression the reference line holds, so the tests computed here and
-    the rendered reference cannot disagree (the sandbox test checks it end to end). This runs
-    only our own templates, never generated code.
+    It is the very expression the reference line holds, so the tests computed here and the
+    rendered reference cannot disagree (the sandbox test checks it end to end). Only our own
+    templates are evaluated here, never generated code.
     """
-    code = compile(OPS[op].expr.format(src="src", a=arg), f"<{op} {arg}>", "eval")
-    return lambda env: eval(code, {"__builtins__": _BUILTINS}, env)
+    expr = OPS[op].expr.format(src="src", ref="ref", a=arg)
+    return eval(f"lambda src, ref: {expr}", {"__builtins__": _BUILTINS})
 
 
-def _apply(step: Step, position: int, env: dict[str, list[int]]) -> list[int]:
+def _trace(steps: Sequence[Step], xs: list[int]) -> list[list[int]]:
+    """The values of ``v0`` … ``vn`` on input ``xs``."""
+    values = [xs]
+    for step in steps:
+        values.append(_step(step, values))
+    return values
+
+
+def _step(step: Step, values: list[list[int]]) -> list[int]:
+    """The value ``step`` binds, given the values bound before it (``v0`` … ``v{i-1}``)."""
     op, arg = step
-    return _compiled(op, arg)({**env, "src": env[f"v{position - 1}"]})
+    ref = values[arg] if OPS[op].arg == "ref" and arg is not None else None
+    return _compiled(op, arg)(values[-1], ref)
 
 
 def run_steps(
     steps: Sequence[Step], inputs: Sequence[list[int]]
 ) -> list[list[dict[str, list[int]]]]:
     """``states[m][t]``: every variable bound after step ``m`` (``v0`` … ``vm``) on input ``t``."""
-    envs = [{"v0": list(xs)} for xs in inputs]
-    states = [[dict(env) for env in envs]]
-    for position, step in enumerate(steps, start=1):
-        for env in envs:
-            env[f"v{position}"] = _apply(step, position, env)
-        states.append([dict(env) for env in envs])
-    return states
+    traces = [_trace(steps, list(xs)) for xs in inputs]
+    return [
+        [{f"v{j}": trace[j] for j in range(m + 1)} for trace in traces]
+        for m in range(len(steps) + 1)
+    ]
+
+
+def _mistakes(steps: Sequence[Step]) -> Iterator[tuple[int, Step | None]]:
+    """Plausible one-line mistakes, as (step index, replacement): the step left out (None),
+    or its argument off by one."""
+    for i, (op, arg) in enumerate(steps):
+        yield i, None
+        if arg is not None and (OPS[op].arg == "int" or arg > 0):
+            yield i, (op, arg + 1 if OPS[op].arg == "int" else arg - 1)
+
+
+def _rerun(steps: Sequence[Step], trace: list[list[int]], i: int, wrong: Step | None) -> list[int]:
+    """The output when step ``i`` is replaced by ``wrong`` (None: left out), reusing the
+    values before it from ``trace``."""
+    values = trace[: i + 1]
+    for k in range(i, len(steps)):
+        step = wrong if k == i else steps[k]
+        values.append(values[-1] if step is None else _step(step, values))
+    return values[-1]
+
+
+def _tests_catch_mistakes(steps: Sequence[Step], inputs: Sequence[list[int]]) -> bool:
+    """Does every plausible mistake fail at least one test? A later step can erase an earlier
+    one's effect (``max 7`` after ``div 6`` makes every value 7); then a wrong line would pass."""
+    traces = [_trace(steps, xs) for xs in inputs]
+    return all(
+        any(_rerun(steps, trace, i, wrong) != trace[-1] for trace in traces)
+        for i, wrong in _mistakes(steps)
+    )
 
 
 def _informative(new: list[list[int]], old: list[list[int]]) -> bool:
@@ -323,23 +360,23 @@ def _sample_steps(
     forced: tuple[int, Step] | None,
 ) -> list[Step] | None:
     """``n`` informative steps (None if a step found none: the caller starts over)."""
-    envs = [{"v0": xs} for xs in inputs]
+    traces = [[xs] for xs in inputs]  # the values bound so far, per input
     steps: list[Step] = []
     for position in range(1, n + 1):
         for _ in range(STEP_TRIES):
             is_forced = forced is not None and forced[0] == position
             step = forced[1] if is_forced else _sample_step(rng, cfg, position, held)
-            values = [_apply(step, position, env) for env in envs]
-            if _informative(values, [env[f"v{position - 1}"] for env in envs]):
+            values = [_step(step, trace) for trace in traces]
+            if _informative(values, [trace[-1] for trace in traces]):
                 break
             if is_forced:
                 return None
         else:
             return None
         steps.append(step)
-        for env, value in zip(envs, values, strict=True):
-            env[f"v{position}"] = value
-    return steps
+        for trace, value in zip(traces, values, strict=True):
+            trace.append(value)
+    return steps if _tests_catch_mistakes(steps, inputs) else None
 
 
 def _make_problem(
