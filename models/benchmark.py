@@ -38,10 +38,12 @@ reference is the body: one statement per line at 4 spaces, no blank lines or com
     zip-add vj        [x + y for x, y in zip(src, vj)]       j in [0, i - 2]: an earlier
     append vj         src + vj                                variable, not src itself
 
-Every step must change the list on at least half of the test inputs, leave it non-empty on at
-least half, and keep it short (``MAX_LIST_LEN``) with small values (``MAX_ABS_VALUE``): a step
-that changes nothing could be left out without failing a test, and then neither the tests nor
-the ground-truth labels could tell a wrong line from a right one.
+The tests must catch wrong lines, so a drawn program is kept only if every step changes the
+list on at least half of the test inputs, leaves it non-empty on at least half, keeps it short
+(``MAX_LIST_LEN``) with small values (``MAX_ABS_VALUE``), and if every plausible one-line
+mistake — a step left out, or its argument off by one — fails at least one test. Without the
+last rule a later step can erase an earlier one (``max 7`` after ``div 6`` makes every value 7)
+and a program with a wrong line would pass.
 
 Split: a generalisation test
 ----------------------------
