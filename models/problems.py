@@ -21,7 +21,7 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -31,7 +31,6 @@ MAX_FILE_BYTES = 512_000_000
 """A whole file (after gunzip) may hold at most 512 MB: protects workers from a gzip bomb."""
 DEFAULT_TIMEOUT_S = 10.0
 """Sandbox time limit for one program, unless ``meta["timeout_s"]`` asks for more."""
-Format = Literal["jsonl", "humaneval", "mbpp"]
 FORMATS: tuple[str, ...] = ("jsonl", "humaneval", "mbpp")
 
 
