@@ -1,0 +1,707 @@
+"""The line-level process reward model (PRM): training, scoring and evaluation (DESIGN §1.4).
+
+The PRM is a ``ValueModel`` — the policy's transformer plus a scalar head, the critic's
+architecture, so PPO's ValueInit can start the critic from it. Its output at the **last token of
+line m** (``models.lines``: the token holding the line's newline) estimates the label of the
+prefix ``y_{≤m}``: +1 if a completion of it can still pass, −1 if not.
+
+Training, top to bottom (``train_prm``):
+
+1. Split the labelled responses into train / validation **by problem** (task id): a problem's
+   responses share a prompt and most of their lines, so a split by line or by response would
+   validate on what was trained on.
+2. Tokenise each ``prompt + response`` once with character offsets and find each line's last
+   token (robust to tokens that merge a newline with the next line's indentation, or that span
+   several newlines).
+3. Regress the output at those tokens onto the labels (MSE; BCE as an option); every other
+   position is masked out of the loss, and so are neutral lines (label 0) unless configured.
+4. Every ``eval_every`` steps compute the validation loss; stop after ``patience`` evaluations
+   without a new best and keep the best weights.
+5. Score the validation lines: accuracy and ROC-AUC (neutral lines excluded), first-error
+   localisation on failing responses, the calibration curve.
+
+``rerank_eval`` adds the paper's best-of-K reranking on a pool of sampled responses with test
+verdicts. ``score_responses`` is the one scoring function (PPO-compatible positions, batched);
+``score_table`` serves the CLI and the dashboard.
+
+A checkpoint is ``ValueModel.save``'s folder plus ``prm.json`` (loss, step, config, metrics):
+the loss decides how raw outputs map to scores, so every scorer reads it (``load_prm``).
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import json
+import math
+import random
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from models.evaluation import RunBatch, SampleRecord, evaluate, pass_at_k
+from models.lines import encode_with_offsets, is_neutral, segment, split_lines
+from models.policy import pick_device, prepare_tokenizer
+from models.prm_config import AGGREGATES, Aggregate, Loss, PRMTrainConfig, RerankConfig
+from models.problems import Problem
+from models.reporting import Reporter
+from models.sft import lr_at, make_optimizer, seed_everything
+from models.value_model import ValueModel
+
+PRM_JSON = "prm.json"
+
+
+# ============================================================================ data
+
+
+class PRMRecord(BaseModel):
+    """One labelled response, as the prm-data job writes it (DESIGN §3, plus ``task_id``)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    prompt: str
+    completions: list[str]  # the response's lines, without newlines
+    labels: list[Literal[-1, 0, 1]]  # one per line
+    m_star: int
+    completions_sampled: int = 0
+    source_checkpoint: str = ""
+    task_id: str
+
+    @model_validator(mode="after")
+    def _one_label_per_line(self) -> PRMRecord:
+        if len(self.labels) != len(self.completions):
+            raise ValueError(
+                f"{len(self.labels)} labels for {len(self.completions)} lines: need one each"
+            )
+        if any("\n" in line for line in self.completions):
+            raise ValueError("a line in completions holds a newline; split it into lines")
+        return self
+
+    @property
+    def response(self) -> str:
+        return "".join(line + "\n" for line in self.completions)
+
+
+def read_records(path: str | Path) -> list[PRMRecord]:
+    """The records of a JSONL file; a bad line is an error naming its number."""
+    records = []
+    for number, text in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not text.strip():
+            continue
+        try:
+            records.append(PRMRecord.model_validate_json(text))
+        except ValidationError as error:
+            why = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'record'}: {e['msg']}" for e in error.errors()
+            )
+            raise ValueError(f"{path}:{number}: not a PRM record: {why}") from None
+    if not records:
+        raise ValueError(f"{path} holds no PRM records")
+    return records
+
+
+def split_by_problem(
+    records: Sequence[PRMRecord], val_fraction: float, seed: int
+) -> tuple[list[PRMRecord], list[PRMRecord]]:
+    """(train, validation), every problem's responses on one side."""
+    task_ids = sorted({record.task_id for record in records})
+    if len(task_ids) < 2:
+        raise ValueError("the dataset covers one problem: a split by problem needs two or more")
+    random.Random(seed).shuffle(task_ids)
+    n_val = min(max(1, round(len(task_ids) * val_fraction)), len(task_ids) - 1)
+    held_out = set(task_ids[:n_val])
+    train = [record for record in records if record.task_id not in held_out]
+    return train, [record for record in records if record.task_id in held_out]
+
+
+@dataclass(frozen=True)
+class Example:
+    """A tokenised response: ids of ``prompt + response`` and, per line that fits the window,
+    the index of its last token and its label (0 when unlabelled)."""
+
+    ids: list[int]
+    positions: list[int]
+    labels: list[int]
+
+
+def encode(
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: str,
+    response: str,
+    max_len: int,
+    labels: Sequence[int] | None = None,
+) -> Example:
+    """Tokenise ``prompt + response`` once; lines whose last token falls past ``max_len`` are
+    dropped (the window keeps the prompt: the PRM cannot judge code without its task)."""
+    ids, offsets = encode_with_offsets(tokenizer, prompt + response)
+    # spans in response coordinates: prompt tokens start before 0, which segment() allows
+    shifted = [(start - len(prompt), end - len(prompt)) for start, end in offsets]
+    positions = segment(response, shifted).last_tokens
+    fit = bisect.bisect_left(positions, max_len)  # positions never decrease
+    labels = list(labels) if labels is not None else [0] * len(positions)
+    return Example(ids[:max_len], positions[:fit], labels[:fit])
+
+
+@dataclass
+class Batch:
+    """Right-padded sequences and the (row, position, label) of every supervised line end."""
+
+    input_ids: torch.Tensor  # (B, T)
+    attention_mask: torch.Tensor  # (B, T)
+    rows: torch.Tensor  # (N,) which sequence
+    cols: torch.Tensor  # (N,) which position: a line's last token
+    labels: torch.Tensor  # (N,) float, +1 / 0 / −1
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(*(getattr(self, name).to(device) for name in Batch.__dataclass_fields__))
+
+
+def collate(examples: Sequence[Example], pad_id: int, skip_neutral: bool) -> Batch:
+    T = max(len(example.ids) for example in examples)
+    input_ids = torch.full((len(examples), T), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), T), dtype=torch.long)
+    rows, cols, labels = [], [], []
+    for b, example in enumerate(examples):
+        input_ids[b, : len(example.ids)] = torch.tensor(example.ids)
+        attention_mask[b, : len(example.ids)] = 1
+        for position, label in zip(example.positions, example.labels, strict=True):
+            if skip_neutral and label == 0:
+                continue
+            rows.append(b)
+            cols.append(position)
+            labels.append(float(label))
+    return Batch(
+        input_ids,
+        attention_mask,
+        torch.tensor(rows, dtype=torch.long),
+        torch.tensor(cols, dtype=torch.long),
+        torch.tensor(labels, dtype=torch.float32),
+    )
+
+
+# ============================================================================ loss and scores
+
+
+def pointwise_loss(outputs: torch.Tensor, labels: torch.Tensor, loss: Loss) -> torch.Tensor:
+    """Mean loss of raw outputs (N,) against labels (N,) in {−1, 0, +1}."""
+    if loss == "mse":
+        return F.mse_loss(outputs.float(), labels)
+    return F.binary_cross_entropy_with_logits(outputs.float(), (labels + 1) / 2)
+
+
+def line_loss(values: torch.Tensor, batch: Batch, loss: Loss) -> torch.Tensor:
+    """The PRM loss. ``values``: (B, T). Only line-end positions enter it (a gather, so every
+    other position gets exactly zero gradient)."""
+    return pointwise_loss(values[batch.rows, batch.cols], batch.labels, loss)  # (N,) → ()
+
+
+def to_scores(raw: torch.Tensor, loss: Loss) -> torch.Tensor:
+    """Raw head outputs → scores on the label scale [−1, 1] (MSE outputs already are)."""
+    return raw if loss == "mse" else 2 * torch.sigmoid(raw) - 1
+
+
+def context_length(prm: ValueModel) -> int:
+    """The most positions the backbone can see (no limit declared: effectively unbounded)."""
+    return getattr(prm.backbone.config, "max_position_embeddings", None) or 1_000_000
+
+
+@torch.no_grad()
+def line_outputs(
+    prm: ValueModel, examples: Sequence[Example], pad_id: int, batch_size: int
+) -> list[list[float]]:
+    """Raw outputs at every line end of every example, batched."""
+    device = next(prm.parameters()).device
+    was_training = prm.training
+    prm.eval()
+    outputs: list[list[float]] = []
+    for first in range(0, len(examples), batch_size):
+        chunk = examples[first : first + batch_size]
+        batch = collate(chunk, pad_id, skip_neutral=False).to(device)
+        values = prm(batch.input_ids, batch.attention_mask).float()  # (B, T)
+        flat = values[batch.rows, batch.cols].cpu().tolist()  # (N,)
+        for example in chunk:
+            outputs.append(flat[: len(example.positions)])
+            flat = flat[len(example.positions) :]
+    prm.train(was_training)
+    return outputs
+
+
+def score_responses(
+    prm: ValueModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    batch_size: int = 32,
+    *,
+    loss: Loss = "mse",
+) -> list[list[float]]:
+    """The PRM's score of every line of every response (``split_lines``), in [−1, 1] for a
+    BCE PRM and on the label scale for an MSE one. Raises if a line ends past the context."""
+    window = context_length(prm)
+    examples = [encode(tokenizer, p, r, window) for p, r in zip(prompts, responses, strict=True)]
+    for example, response in zip(examples, responses, strict=True):
+        n_lines = len(split_lines(response))
+        if len(example.positions) < n_lines:
+            raise ValueError(
+                f"a response of {n_lines} lines ends past the PRM's context of {window} tokens "
+                f"(only {len(example.positions)} lines fit)"
+            )
+    raw = line_outputs(prm, examples, tokenizer.pad_token_id, batch_size)
+    return [to_scores(torch.tensor(r), loss).tolist() for r in raw]
+
+
+# ============================================================================ checkpoints
+
+
+def save_prm(
+    folder: Path,
+    prm: ValueModel,
+    tokenizer: PreTrainedTokenizerBase,
+    cfg: PRMTrainConfig,
+    step: int,
+    metrics: dict[str, float],
+) -> Path:
+    prm.save(folder, tokenizer)
+    meta = {"loss": cfg.loss, "step": step, "config": cfg.model_dump(mode="json")}
+    (folder / PRM_JSON).write_text(json.dumps({**meta, "metrics": metrics}, indent=2))
+    return folder
+
+
+def load_prm(
+    folder: str | Path, device: str = "auto"
+) -> tuple[ValueModel, PreTrainedTokenizerBase, Loss]:
+    """A saved PRM in eval mode, its tokenizer, and the loss it was trained with (a folder
+    without ``prm.json`` — a PPO critic — reads as MSE: raw values are its scores)."""
+    folder = Path(folder)
+    prm = ValueModel.load(folder).to(pick_device(device)).eval()
+    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(folder))
+    meta = folder / PRM_JSON
+    loss: Loss = json.loads(meta.read_text())["loss"] if meta.is_file() else "mse"
+    return prm, tokenizer, loss
+
+
+def score_table(
+    prm_dir: str | Path, prompt: str, code: str, device: str = "auto"
+) -> list[tuple[int, float, str]]:
+    """(1-based line number, score, text) for every line of ``code``, the completion of
+    ``prompt``: what ``prm-studio score`` prints and the dashboard's heatmap shows."""
+    prm, tokenizer, loss = load_prm(prm_dir, device)
+    (scores,) = score_responses(prm, tokenizer, [prompt], [code], loss=loss)
+    return [
+        (line.index + 1, score, line.text)
+        for line, score in zip(split_lines(code), scores, strict=True)
+    ]
+
+
+# ============================================================================ metrics (pure)
+
+
+def midranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks of ``x``, tied values sharing the mean of their ranks."""
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    last = np.cumsum(counts)  # the rank of each distinct value's last copy
+    return (last - (counts - 1) / 2)[inverse]
+
+
+def roc_auc(scores: Sequence[float], positive: Sequence[bool]) -> float:
+    """P(a random positive outscores a random negative), ties counting one half — the
+    Mann–Whitney rank statistic. NaN when a class is missing."""
+    s, y = np.asarray(scores, dtype=float), np.asarray(positive, dtype=bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    return float((midranks(s)[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def first_error(scores: Sequence[float], neutral: Sequence[bool]) -> int | None:
+    """The 1-based line the PRM first scores below 0 (neutral lines skipped), or None."""
+    for index, (score, is_blank) in enumerate(zip(scores, neutral, strict=True)):
+        if not is_blank and score < 0:
+            return index + 1
+    return None
+
+
+def response_score(scores: Sequence[float], neutral: Sequence[bool], how: Aggregate) -> float:
+    """One score per response from its code lines' scores: the minimum (the weakest step),
+    the last line (the whole program), or the mean. A response without code scores −1."""
+    code = [score for score, is_blank in zip(scores, neutral, strict=True) if not is_blank]
+    if not code:
+        return -1.0
+    return {"min": min(code), "last": code[-1], "mean": float(np.mean(code))}[how]
+
+
+def calibration_curve(
+    scores: Sequence[float], positive: Sequence[bool], bins: int
+) -> tuple[list[dict[str, float]], float]:
+    """Predicted P(+1) = (score + 1) / 2 against the observed share of +1 lines, in equal-width
+    bins (empty ones left out), and the expected calibration error."""
+    p = np.clip((np.asarray(scores, dtype=float) + 1) / 2, 0.0, 1.0)
+    y = np.asarray(positive, dtype=float)
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    curve, ece = [], 0.0
+    for b in range(bins):
+        inside = which == b
+        if not inside.any():
+            continue
+        predicted, observed = float(p[inside].mean()), float(y[inside].mean())
+        curve.append(
+            {
+                "lo": b / bins,
+                "hi": (b + 1) / bins,
+                "predicted": predicted,
+                "observed": observed,
+                "count": int(inside.sum()),
+            }
+        )
+        ece += inside.mean() * abs(predicted - observed)
+    return curve, float(ece)
+
+
+def label_metrics(
+    scores: Sequence[Sequence[float]],
+    labels: Sequence[Sequence[int]],
+    neutral: Sequence[Sequence[bool]],
+    bins: int,
+) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """``prm/…`` metrics of per-line scores against held-out labels, and the calibration curve.
+
+    Accuracy and AUC use labelled lines only (label 0 — neutral — excluded); a line is called
+    positive when its score is ≥ 0. First-error localisation is scored on failing responses
+    (any −1 line): the first line scored below 0 against the first line labelled −1 (``m* + 1``
+    unless that line is blank or a comment)."""
+    flat = [
+        (s, y)
+        for ss, ys in zip(scores, labels, strict=True)
+        for s, y in zip(ss, ys, strict=True)
+        if y
+    ]
+    line_scores = [s for s, _ in flat]
+    positive = [y > 0 for _, y in flat]
+    curve, ece = calibration_curve(line_scores, positive, bins)
+    hits = []  # (exact, within one line) per failing response
+    for ss, ys, ns in zip(scores, labels, neutral, strict=True):
+        if -1 not in ys:
+            continue
+        truth = ys.index(-1) + 1
+        guess = first_error(ss, ns[: len(ss)])  # lines past the window have no score
+        hits.append((guess == truth, guess is not None and abs(guess - truth) <= 1))
+    metrics = {
+        "prm/accuracy": float(np.mean([(s >= 0) == (y > 0) for s, y in flat])),
+        "prm/auc": roc_auc(line_scores, positive),
+        "prm/ece": ece,
+        "prm/n_lines": float(len(flat)),
+        "prm/positive_share": float(np.mean(positive)),
+        "prm/n_failing": float(len(hits)),
+    }
+    if hits:
+        metrics["prm/first_error_exact"] = float(np.mean([exact for exact, _ in hits]))
+        metrics["prm/first_error_within1"] = float(np.mean([near for _, near in hits]))
+    return metrics, curve
+
+
+def best_of_k(scores: Sequence[float], passed: Sequence[bool], k: int) -> float:
+    """Expected pass rate of the top-scored response of a uniformly random k-subset of the
+    pool, exactly: the response ranked i-th (0-based, best first) tops C(n−1−i, k−1) of the
+    C(n, k) subsets. Among tied scores the pick is random, so each tied response counts with
+    its tie group's mean pass rate."""
+    s, y = np.asarray(scores, dtype=float), np.asarray(passed, dtype=float)
+    _, group = np.unique(s, return_inverse=True)
+    y = (np.bincount(group, weights=y) / np.bincount(group))[group]
+    order = np.argsort(-s, kind="stable")
+    n, total = len(s), math.comb(len(s), k)
+    weights = np.array([math.comb(n - 1 - i, k - 1) / total for i in range(n)])
+    return float(weights @ y[order])
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float:
+    """Pearson correlation (with a 0/1 ``y`` the point-biserial one); NaN if either is flat."""
+    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+@dataclass(frozen=True)
+class PooledResponse:
+    """A sampled response of the reranking pool, its verdict and the PRM's line scores."""
+
+    problem_index: int
+    passed: bool
+    line_scores: list[float]
+    neutral: list[bool]  # per line: blank or comment-only
+    record: SampleRecord
+
+
+def rerank_metrics(
+    pool: Sequence[PooledResponse], ks: Sequence[int]
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Best-of-K by the PRM (each aggregate) vs a random pick vs the oracle, averaged over
+    problems, for each K no larger than the smallest per-problem pool; and the correlation
+    between the response score and passing."""
+    by_problem: dict[int, list[PooledResponse]] = defaultdict(list)
+    for response in pool:
+        by_problem[response.problem_index].append(response)
+
+    def agg(r: PooledResponse, how: Aggregate) -> float:
+        return response_score(r.line_scores, r.neutral, how)
+
+    n = min(len(group) for group in by_problem.values())
+    table: dict[str, dict[str, float]] = {}
+    for k in (k for k in ks if k <= n):
+        row = {
+            f"prm_{how}": float(
+                np.mean(
+                    [
+                        best_of_k([agg(r, how) for r in g], [r.passed for r in g], k)
+                        for g in by_problem.values()
+                    ]
+                )
+            )
+            for how in AGGREGATES
+        }
+        row["random"] = float(
+            np.mean([np.mean([r.passed for r in g]) for g in by_problem.values()])
+        )
+        row["oracle"] = float(
+            np.mean([pass_at_k(len(g), sum(r.passed for r in g), k) for g in by_problem.values()])
+        )
+        table[str(k)] = row
+    metrics = {
+        f"prm/rerank@{k}/{name}": value for k, row in table.items() for name, value in row.items()
+    }
+    passed = [float(r.passed) for r in pool]
+    for how in AGGREGATES:
+        metrics[f"prm/corr_{how}"] = pearson([agg(r, how) for r in pool], passed)
+    metrics["prm/pool_pass_rate"] = float(np.mean(passed))
+    return metrics, table
+
+
+def finite(metrics: dict[str, float]) -> dict[str, float]:
+    """Drop NaNs (an undefined AUC or correlation): not every database stores them."""
+    return {name: value for name, value in metrics.items() if math.isfinite(value)}
+
+
+# ============================================================================ training
+
+
+@dataclass
+class PRMResult:
+    checkpoint: Path
+    best_step: int
+    steps_done: int
+    stopped_early: bool
+    best_val_loss: float
+    train_seconds: float
+    counts: dict[str, int]
+    metrics: dict[str, float]  # prm/… on the validation labels
+    calibration: list[dict[str, float]]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "checkpoint": str(self.checkpoint),
+            "best_step": self.best_step,
+            "steps_done": self.steps_done,
+            "stopped_early": self.stopped_early,
+            "best_val_loss": self.best_val_loss,
+            "train_seconds": round(self.train_seconds, 2),
+            **self.counts,
+            "metrics": finite(self.metrics),
+            "calibration": self.calibration,
+        }
+
+
+def supervised_lines(examples: Sequence[Example], skip_neutral: bool) -> int:
+    return sum(sum(1 for y in e.labels if y or not skip_neutral) for e in examples)
+
+
+def validation_loss(
+    prm: ValueModel, examples: Sequence[Example], pad_id: int, cfg: PRMTrainConfig
+) -> tuple[float, list[list[float]]]:
+    """The mean loss over validation line ends (as in training), and the raw outputs."""
+    raw = line_outputs(prm, examples, pad_id, cfg.eval_batch_size)
+    kept = [
+        (o, y)
+        for os, e in zip(raw, examples, strict=True)
+        for o, y in zip(os, e.labels, strict=True)
+        if y or not cfg.skip_neutral
+    ]
+    outputs = torch.tensor([o for o, _ in kept])
+    labels = torch.tensor([float(y) for _, y in kept])
+    return pointwise_loss(outputs, labels, cfg.loss).item(), raw
+
+
+def train_prm(
+    cfg: PRMTrainConfig, records: Sequence[PRMRecord], reporter: Reporter, out_dir: Path
+) -> PRMResult:
+    if cfg.init_from is None:
+        raise ValueError("init_from: name the policy folder the PRM starts from (the SFT model)")
+    seed_everything(cfg.seed)
+    device = pick_device(cfg.device)
+
+    # ---- model, data, optimizer ----
+    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(cfg.init_from))
+    prm = ValueModel.from_policy(cfg.init_from, seed=cfg.seed).to(device)
+    window = min(cfg.max_seq_len, context_length(prm))
+    train_records, val_records = split_by_problem(records, cfg.val_fraction, cfg.seed)
+
+    def examples_of(rs: Sequence[PRMRecord]) -> list[Example]:
+        return [encode(tokenizer, r.prompt, r.response, window, r.labels) for r in rs]
+
+    train = [e for e in examples_of(train_records) if supervised_lines([e], cfg.skip_neutral)]
+    val = examples_of(val_records)
+    if not train or not supervised_lines(val, cfg.skip_neutral):
+        raise ValueError("no labelled line fits the window in the train or validation split")
+    counts = {
+        "n_train_records": len(train),
+        "n_val_records": len(val),
+        "n_train_problems": len({r.task_id for r in train_records}),
+        "n_val_problems": len({r.task_id for r in val_records}),
+        "n_train_lines": supervised_lines(train, cfg.skip_neutral),
+        "n_val_lines": supervised_lines(val, cfg.skip_neutral),
+    }
+    reporter.metrics(0, {f"charts/{name}": value for name, value in counts.items()})
+    optimizer = make_optimizer(prm, cfg)
+    data_rng = torch.Generator().manual_seed(cfg.seed)
+    # bf16 autocast on GPUs (fp32 master weights); CPUs train in fp32
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if device.type == "cuda"
+        else contextlib.nullcontext()
+    )
+    pad_id = tokenizer.pad_token_id
+
+    # ---- the loop ----
+    prm.train()
+    order: list[int] = []  # the rest of the current epoch's shuffled order
+    losses: list[float] = []
+    best_loss, best_step, best_state = math.inf, 0, None
+    evals_since_best, stopped_early, done = 0, False, 0
+    started = time.perf_counter()
+    for step in range(cfg.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        if len(order) < cfg.batch_size:
+            order += torch.randperm(len(train), generator=data_rng).tolist()
+        indices, order = order[: cfg.batch_size], order[cfg.batch_size :]
+        batch = collate([train[i] for i in indices], pad_id, cfg.skip_neutral).to(device)
+        with autocast:
+            values = prm(batch.input_ids, batch.attention_mask)  # (B, T)
+        loss = line_loss(values, batch, cfg.loss)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(prm.parameters(), cfg.grad_clip)
+        optimizer.step()
+        losses.append(loss.item())
+        done = step + 1
+
+        if done % cfg.log_every == 0:
+            reporter.metrics(done, {"losses/prm_train": float(np.mean(losses))})
+            losses.clear()
+        if done % cfg.eval_every == 0 or done == cfg.steps:
+            val_loss, _ = validation_loss(prm, val, pad_id, cfg)
+            reporter.metrics(done, {"losses/prm_val": val_loss})
+            if val_loss < best_loss:
+                best_loss, best_step, evals_since_best = val_loss, done, 0
+                best_state = {
+                    k: v.detach().to("cpu", copy=True) for k, v in prm.state_dict().items()
+                }
+            else:
+                evals_since_best += 1
+        elapsed = time.perf_counter() - started
+        reporter.progress(
+            done / cfg.steps,
+            f"step {done}/{cfg.steps} loss {loss.item():.3f} best val {best_loss:.3f} "
+            f"ETA {elapsed / done * (cfg.steps - done):.0f}s",
+        )
+        if evals_since_best >= cfg.patience:
+            stopped_early = True
+            break
+    train_seconds = time.perf_counter() - started
+
+    # ---- the best weights: checkpoint and held-out evaluation ----
+    assert best_state is not None  # the last step always evaluates
+    prm.load_state_dict(best_state)
+    _, raw = validation_loss(prm, val, pad_id, cfg)
+    scores = [to_scores(torch.tensor(r), cfg.loss).tolist() for r in raw]
+    neutral = [[is_neutral(line) for line in r.completions] for r in val_records]
+    labels = [e.labels for e in val]
+    metrics, curve = label_metrics(scores, labels, neutral, cfg.calibration_bins)
+    metrics["prm/val_loss"] = best_loss
+    reporter.metrics(best_step, finite(metrics))
+    checkpoint = save_prm(
+        Path(out_dir) / f"step_{best_step:06d}", prm, tokenizer, cfg, best_step, finite(metrics)
+    )
+    return PRMResult(
+        checkpoint=checkpoint,
+        best_step=best_step,
+        steps_done=done,
+        stopped_early=stopped_early,
+        best_val_loss=best_loss,
+        train_seconds=train_seconds,
+        counts=counts,
+        metrics=metrics,
+        calibration=curve,
+    )
+
+
+# ============================================================================ reranking
+
+
+@dataclass
+class RerankResult:
+    metrics: dict[str, float]  # prm/rerank@K/…, prm/corr_…
+    table: dict[str, dict[str, float]]  # K -> {prm_min, prm_last, prm_mean, random, oracle}
+    pool: list[PooledResponse]
+
+    def summary(self) -> dict[str, Any]:
+        return {"metrics": finite(self.metrics), "table": self.table, "n_pool": len(self.pool)}
+
+
+def rerank_eval(
+    prm: ValueModel,
+    prm_tokenizer: PreTrainedTokenizerBase,
+    loss: Loss,
+    policy: Any,
+    policy_tokenizer: PreTrainedTokenizerBase,
+    problems: Sequence[Problem],
+    cfg: RerankConfig,
+    run_batch: RunBatch,
+    reporter: Reporter,
+    batch_size: int = 32,
+) -> RerankResult:
+    """Sample ``cfg.pool.n_samples`` responses per problem from ``policy``, run them, score
+    every line with the PRM, and rerank (paper: best-of-30 gains about 4 points)."""
+    sampled = evaluate(
+        policy,
+        policy_tokenizer,
+        problems,
+        cfg.pool.model_copy(update={"greedy": False}),
+        run_batch,
+        reporter,
+    ).records
+    line_scores = score_responses(
+        prm,
+        prm_tokenizer,
+        [problems[r.problem_index].prompt for r in sampled],
+        [r.completion for r in sampled],
+        batch_size,
+        loss=loss,
+    )
+    pool = [
+        PooledResponse(
+            r.problem_index, r.passed, scores, [x.neutral for x in split_lines(r.completion)], r
+        )
+        for r, scores in zip(sampled, line_scores, strict=True)
+    ]
+    metrics, table = rerank_metrics(pool, cfg.pool.ks)
+    return RerankResult(metrics, table, pool)

@@ -1,0 +1,128 @@
+"""Configs of PRM training and evaluation (pydantic only, so the job registry, the CLI and the
+dashboard form import them without torch). The algorithm that uses them is ``models/prm.py``.
+
+The paper publishes no PRM hyper-parameters; the defaults are ours, chosen for the tiny model
+on the embedded benchmark, and the help text says so where it matters.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.policy_config import EvalConfig
+
+Loss = Literal["mse", "bce"]
+Aggregate = Literal["min", "last", "mean"]
+AGGREGATES: tuple[Aggregate, ...] = ("min", "last", "mean")
+
+
+class PRMTrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = Field(default=0, description="Seeds python, numpy, torch, the head and the split.")
+    init_from: str | None = Field(
+        default=None,
+        description="The policy folder whose transformer the PRM starts from (paper: the SFT "
+        "model), plus a fresh scalar head. The prm-train job fills it from its policy fields.",
+    )
+    loss: Loss = Field(
+        default="mse",
+        description="mse: regress the line-end output onto the label (+1 / −1), as the paper "
+        "does; the raw output is the score. bce: targets (label + 1) / 2, output through a "
+        "sigmoid, scores mapped back to [−1, 1] as 2·sigmoid − 1 (the checkpoint records "
+        "which, so every scorer maps it the same way).",
+    )
+    skip_neutral: bool = Field(
+        default=True,
+        description="Leave blank and comment-only lines (label 0) out of the loss. Their 0 is "
+        "a convention of the data (the paper neutralises them so the policy cannot game the "
+        "PRM with comments), not a judgement to fit; PPO pays nothing on them either.",
+    )
+    steps: int = Field(
+        default=600,
+        ge=1,
+        le=1_000_000,
+        description="Optimizer-step budget; early stopping usually ends training sooner.",
+    )
+    batch_size: int = Field(default=16, ge=1, le=4096, description="Responses per step.")
+    lr: float = Field(
+        default=3e-4,
+        gt=0.0,
+        le=1.0,
+        description="Peak learning rate (AdamW; ours for the tiny model — about 1e-5 for 1–7B).",
+    )
+    min_lr_ratio: float = Field(
+        default=0.1, ge=0.0, le=1.0, description="The cosine decays to lr × this at the end."
+    )
+    warmup_steps: int = Field(
+        default=20, ge=0, description="Linear warm-up from 0 to lr over these steps."
+    )
+    weight_decay: float = Field(
+        default=0.01, ge=0.0, le=1.0, description="AdamW decay on matrices (not biases/norms)."
+    )
+    grad_clip: float = Field(
+        default=1.0, ge=0.0, description="Clip the global gradient norm to this (0: off)."
+    )
+    val_fraction: float = Field(
+        default=0.1,
+        gt=0.0,
+        lt=1.0,
+        description="Share of *problems* (task ids) held out for validation: every response "
+        "to a problem is on one side, so validation never sees a prompt it trained on.",
+    )
+    eval_every: int = Field(
+        default=25, ge=1, description="Compute the validation loss every N steps."
+    )
+    patience: int = Field(
+        default=4,
+        ge=1,
+        description="Stop after this many validation losses in a row without a new best; the "
+        "best checkpoint is the one kept.",
+    )
+    max_seq_len: int = Field(
+        default=1024,
+        ge=16,
+        le=32768,
+        description="Prompt + response tokens seen per record (and at most the model's "
+        "context); lines ending beyond it are left out of the loss.",
+    )
+    log_every: int = Field(
+        default=10, ge=1, description="Log losses/prm_train (mean since the last log) every N."
+    )
+    eval_batch_size: int = Field(
+        default=32, ge=1, le=4096, description="Responses per forward pass when scoring."
+    )
+    calibration_bins: int = Field(
+        default=10, ge=2, le=100, description="Equal-width bins of the calibration curve."
+    )
+    device: str = Field(default="auto", description="auto (CUDA if present), cpu or cuda[:i].")
+
+
+def default_pool() -> EvalConfig:
+    return EvalConfig(greedy=False, n_samples=32, ks=[4, 8, 16, 30], max_new_tokens=256)
+
+
+class RerankConfig(BaseModel):
+    """Best-of-K reranking: sample a pool of N responses per held-out problem, run them, and
+    compare the PRM's pick among K with a random pick and the oracle (any of K passes)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_problems: int = Field(
+        default=64,
+        ge=0,
+        description="Held-out problems in the reranking pool (0: skip reranking).",
+    )
+    split: str = Field(default="test", description="The split the pool's problems come from.")
+    pool: EvalConfig = Field(
+        default_factory=default_pool,
+        description="How the pool is sampled: n_samples is N (≥ the largest K; the paper "
+        "reranks K = 30), ks the K of each best-of-K row (those above N are skipped).",
+    )
+    store_samples: int = Field(
+        default=256,
+        ge=0,
+        description="Pool responses stored as samples with per-line PRM scores (dashboard).",
+    )

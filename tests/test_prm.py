@@ -1,0 +1,333 @@
+"""PRM training and evaluation: the loss reads line ends only, scores land on the right lines
+with a GPT-2-style tokenizer, checkpoints round-trip, the metrics match hand-computed values,
+and a tiny PRM trained on references vs corrupted references beats a constant predictor."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import re
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+
+from models.benchmark import INDENT, BenchmarkConfig, generate, problem_steps, render_line
+from models.evaluation import pass_at_k
+from models.lines import encode_with_offsets, split_lines
+from models.policy import build_tiny_policy, save_policy
+from models.policy_config import TinyModelConfig
+from models.prm import (
+    PRM_JSON,
+    Example,
+    PooledResponse,
+    PRMRecord,
+    best_of_k,
+    calibration_curve,
+    collate,
+    encode,
+    first_error,
+    label_metrics,
+    line_loss,
+    load_prm,
+    read_records,
+    rerank_metrics,
+    response_score,
+    roc_auc,
+    save_prm,
+    score_responses,
+    split_by_problem,
+    train_prm,
+)
+from models.prm_config import PRMTrainConfig
+from models.problems import Problem
+from models.reporting import MemoryReporter
+from models.tokenizer import train_tokenizer
+from models.value_model import ValueModel
+
+TINY = TinyModelConfig(n_layer=2, n_embd=64, n_head=2, vocab_size=320)
+
+
+def labelled_records(problem: Problem, rng: random.Random) -> list[PRMRecord]:
+    """The reference (every line +1) and a corrupted copy: step k's line reads the variable
+    it is about to bind instead of the previous one (``v2 = sorted(v2)``), so lines 1..k−1
+    are +1 and k..T are −1. (A wrong op is as wrong, but a tiny random-init model needs far
+    more than a test's budget to learn which phrase asks for which expression.)"""
+    lines = (problem.reference or "").split("\n")[:-1]
+    steps = problem_steps(problem)
+    good = PRMRecord(
+        prompt=problem.prompt,
+        completions=lines,
+        labels=[1] * len(lines),
+        m_star=len(lines),
+        task_id=problem.task_id,
+    )
+    k = rng.randint(1, len(steps))
+    target, expr = render_line(steps[k - 1], k).split(" = ", 1)
+    wrong = [*lines]
+    wrong[k - 1] = f"{INDENT}{target} = " + re.sub(rf"\bv{k - 1}\b", target, expr)
+    bad = PRMRecord(
+        prompt=problem.prompt,
+        completions=wrong,
+        labels=[1] * (k - 1) + [-1] * (len(lines) - k + 1),
+        m_star=k - 1,
+        task_id=problem.task_id,
+    )
+    return [good, bad]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny models train several times faster on one thread than on two busy shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def benchmark_records() -> list[PRMRecord]:
+    problems = generate(BenchmarkConfig(n_train=400, n_test=0, min_steps=2, max_steps=4))
+    rng = random.Random(0)
+    return [record for p in problems for record in labelled_records(p, rng)]
+
+
+@pytest.fixture(scope="module")
+def tiny_policy(tmp_path_factory, benchmark_records) -> str:
+    texts = [r.prompt + r.response for r in benchmark_records]
+    tokenizer = train_tokenizer(texts, TINY.vocab_size)
+    model = build_tiny_policy(tokenizer, TINY, seed=0)
+    return str(save_policy(model, tokenizer, tmp_path_factory.mktemp("policy")))
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def test_records_validate_and_split_by_problem(tmp_path, benchmark_records):
+    path = tmp_path / "data.jsonl"
+    path.write_text("".join(r.model_dump_json() + "\n" for r in benchmark_records[:40]))
+    records = read_records(path)
+    assert records == benchmark_records[:40]
+    assert records[0].response == "".join(line + "\n" for line in records[0].completions)
+
+    train, val = split_by_problem(records, val_fraction=0.25, seed=0)
+    assert len(train) + len(val) == 40 and len(val) == 10  # 5 of 20 problems, 2 records each
+    assert not {r.task_id for r in train} & {r.task_id for r in val}
+
+    bad = json.loads(benchmark_records[0].model_dump_json()) | {"labels": [1]}
+    path.write_text(json.dumps(bad) + "\n")
+    with pytest.raises(ValueError, match=r"data.jsonl:1: .*labels for"):
+        read_records(path)
+
+
+# ----------------------------------------------------------------------------- loss
+
+
+def test_the_loss_touches_line_ends_only_and_skips_neutral_lines():
+    examples = [
+        Example(ids=[5, 6, 7, 8, 9], positions=[1, 3, 4], labels=[1, 0, -1]),
+        Example(ids=[5, 6, 7], positions=[2], labels=[1]),
+    ]
+    for skip_neutral, loss_kind in itertools.product([True, False], ["mse", "bce"]):
+        batch = collate(examples, pad_id=0, skip_neutral=skip_neutral)
+        values = torch.randn(2, 5, requires_grad=True)
+        line_loss(values, batch, loss_kind).backward()
+        touched = {(b, t) for b in range(2) for t in range(5) if values.grad[b, t] != 0}
+        expected = {(0, 1), (0, 4), (1, 2)} | (set() if skip_neutral else {(0, 3)})
+        assert touched == expected, (skip_neutral, loss_kind)
+    # MSE against the labels, by hand: positions (0,1)→+1, (0,4)→−1, (1,2)→+1
+    values = torch.zeros(2, 5)
+    values[0, 1], values[0, 4], values[1, 2] = 0.5, 0.0, 1.0
+    batch = collate(examples, pad_id=0, skip_neutral=True)
+    assert line_loss(values, batch, "mse").item() == pytest.approx((0.25 + 1 + 0) / 3)
+
+
+# ----------------------------------------------------------------------------- line mapping
+
+
+def test_scores_map_to_lines_when_bpe_tokens_span_newlines(tmp_path):
+    prompt = "def f(xs):\n"
+    response = "    ys = [x + 1 for x in xs]\n\n    # done\n    return ys\n"
+    tokenizer = train_tokenizer([prompt + response] * 50, 300, split_after_newline=False)
+    ids, offsets = encode_with_offsets(tokenizer, prompt + response)
+    # the tokenizer really merges newlines with what follows: "\n\n   " ends two lines at once
+    assert any(tokenizer.decode([i]).startswith("\n\n") for i in ids)
+
+    example = encode(tokenizer, prompt, response, max_len=512, labels=[1, 0, 0, -1])
+    lines = split_lines(response)
+    assert len(example.positions) == 4 and example.positions == sorted(example.positions)
+    assert example.positions[0] == example.positions[1]  # the blank line shares the token
+    for line, position in zip(lines, example.positions, strict=True):
+        start, end = offsets[position]
+        assert start <= len(prompt) + line.end_char < end  # the token holding the newline
+
+    # a PRM whose "score" at each position is that position's token id: each line must get
+    # the id of its own last token
+    backbone = build_tiny_policy(tokenizer, TinyModelConfig(n_layer=1, n_embd=32, n_head=2), 0)
+    prm = ValueModel.from_backbone(backbone.transformer)
+    prm.forward = lambda input_ids, attention_mask: input_ids.float()
+    (scores,) = score_responses(prm, tokenizer, [prompt], [response])
+    assert scores == [float(ids[p]) for p in example.positions]
+
+
+def test_save_and_load_give_identical_scores(tmp_path, tiny_policy):
+    from transformers import AutoTokenizer
+
+    prm = ValueModel.from_policy(tiny_policy, seed=3)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_policy)
+    prompts = ["def f(v0: list[int]) -> list[int]:\n", "def f(v0):\n"]
+    responses = ["    v1 = sorted(v0)\n    return v1\n", "    return v0\n"]
+    cfg = PRMTrainConfig(init_from=tiny_policy, loss="bce")
+    folder = save_prm(tmp_path / "prm", prm, tokenizer, cfg, step=7, metrics={"prm/auc": 0.5})
+    loaded, loaded_tokenizer, loss = load_prm(folder, device="cpu")
+    assert loss == "bce" and json.loads((folder / PRM_JSON).read_text())["step"] == 7
+    before = score_responses(prm, tokenizer, prompts, responses, batch_size=1, loss="bce")
+    after = score_responses(loaded, loaded_tokenizer, prompts, responses, batch_size=2, loss=loss)
+    assert [len(s) for s in after] == [2, 1]
+    np.testing.assert_allclose(np.concatenate(after), np.concatenate(before), rtol=0, atol=1e-6)
+    assert all(-1 <= s <= 1 for s in np.concatenate(after))  # BCE scores are mapped to [−1, 1]
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def brute_force_auc(scores, positive):
+    pairs = [
+        1.0 if s > t else 0.5 if s == t else 0.0
+        for s, p in zip(scores, positive, strict=True)
+        for t, q in zip(scores, positive, strict=True)
+        if p and not q
+    ]
+    return float(np.mean(pairs))
+
+
+def test_auc_matches_hand_computed_values_with_ties():
+    assert roc_auc([0.1, 0.4, 0.35, 0.8], [False, False, True, True]) == 0.75
+    # pairs (pos, neg): (.5,.5) tie ½, (.5,.2) 1, (.9,.5) 1, (.9,.2) 1 → 3.5 / 4
+    assert roc_auc([0.5, 0.5, 0.2, 0.9], [True, False, False, True]) == 0.875
+    assert roc_auc([0.3, 0.3, 0.3], [True, False, True]) == 0.5  # a constant predictor
+    assert np.isnan(roc_auc([0.1, 0.2], [True, True]))
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        scores = rng.integers(0, 4, size=12).tolist()  # many ties
+        positive = (rng.random(12) < 0.5).tolist()
+        if 0 < sum(positive) < 12:
+            assert roc_auc(scores, positive) == pytest.approx(brute_force_auc(scores, positive))
+
+
+def brute_force_best_of_k(scores, passed, k):
+    """Average over every k-subset of the pass rate of its top-scored members (ties: mean)."""
+    values = []
+    for subset in itertools.combinations(range(len(scores)), k):
+        top = max(scores[i] for i in subset)
+        values.append(np.mean([passed[i] for i in subset if scores[i] == top]))
+    return float(np.mean(values))
+
+
+def test_best_of_k_is_the_exact_expectation_over_subsets():
+    # {3,2}→fail, {3,1}→fail, {2,1}→pass
+    assert best_of_k([3, 2, 1], [False, True, True], 2) == pytest.approx(1 / 3)
+    # tie between a (pass) and b (fail): {a,b}→½, {a,c}→1, {b,c}→0
+    assert best_of_k([1, 1, 0], [True, False, True], 2) == pytest.approx(0.5)
+    assert best_of_k([1, 2, 3], [True, False, False], 3) == 0.0  # K = N: the top one
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        scores = rng.integers(0, 5, size=7).tolist()
+        passed = (rng.random(7) < 0.4).tolist()
+        for k in (1, 3, 7):
+            expected = brute_force_best_of_k(scores, passed, k)
+            assert best_of_k(scores, passed, k) == pytest.approx(expected)
+
+
+def test_rerank_table_and_response_scores():
+    def response(problem, passed, scores, neutral=None):
+        neutral = neutral or [False] * len(scores)
+        return PooledResponse(problem, passed, scores, neutral, record=None)
+
+    pool = [
+        response(0, True, [0.9, 0.8]),
+        response(0, False, [0.9, -0.5]),
+        response(0, False, [-0.2, 0.7, 0.99], neutral=[False, False, True]),
+        response(1, False, [0.1]),
+        response(1, False, [0.3]),
+        response(1, True, [0.2]),
+    ]
+    assert response_score([-0.2, 0.7, 0.99], [False, False, True], "last") == 0.7
+    assert response_score([0.5], [True], "min") == -1.0  # no code line
+    metrics, table = rerank_metrics(pool, ks=[2, 3, 4])
+    assert set(table) == {"2", "3"}  # K = 4 exceeds the pool of 3
+    # K = 3 (the whole pool): min picks the passing response of problem 0 and ranks problem
+    # 1's passing response (0.2) second of three → 1 and 0
+    assert table["3"]["prm_min"] == pytest.approx(0.5)
+    assert table["3"]["random"] == pytest.approx(1 / 3)
+    assert table["3"]["oracle"] == 1.0
+    assert table["2"]["oracle"] == pytest.approx(pass_at_k(3, 1, 2))
+    assert metrics["prm/rerank@3/prm_min"] == table["3"]["prm_min"]
+    assert -1 <= metrics["prm/corr_min"] <= 1 and metrics["prm/pool_pass_rate"] == 1 / 3
+
+
+def test_first_error_calibration_and_label_metrics():
+    assert first_error([0.5, -0.1, -0.9], [False, False, False]) == 2
+    assert first_error([0.5, -0.1, -0.9], [False, True, False]) == 3  # neutral lines skipped
+    assert first_error([0.5, 0.1], [False, False]) is None
+
+    curve, ece = calibration_curve([-1.0, -0.9, 0.9, 1.0], [False, True, True, True], bins=2)
+    assert [(c["lo"], c["count"], c["observed"]) for c in curve] == [(0.0, 2, 0.5), (0.5, 2, 1.0)]
+    assert ece == pytest.approx(0.5 * abs(0.025 - 0.5) + 0.5 * abs(0.975 - 1.0))
+
+    metrics, _ = label_metrics(
+        scores=[[0.8, 0.0, -0.4, -0.6], [0.7, 0.9]],
+        labels=[[1, 0, 1, -1], [1, 1]],
+        neutral=[[False, True, False, False], [False, False]],
+        bins=4,
+    )
+    assert metrics["prm/n_lines"] == 5  # the neutral line is left out
+    assert metrics["prm/accuracy"] == pytest.approx(4 / 5)  # −0.4 on a +1 line is wrong
+    assert metrics["prm/auc"] == 1.0
+    assert metrics["prm/n_failing"] == 1
+    assert metrics["prm/first_error_exact"] == 0.0  # guessed line 3, truth line 4
+    assert metrics["prm/first_error_within1"] == 1.0
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def test_a_tiny_prm_beats_a_constant_predictor(benchmark_records, tiny_policy, tmp_path):
+    cfg = PRMTrainConfig(
+        init_from=tiny_policy,
+        steps=200,
+        batch_size=16,
+        lr=2e-3,
+        warmup_steps=10,
+        eval_every=25,
+        patience=3,
+        val_fraction=0.2,
+        device="cpu",
+    )
+    reporter = MemoryReporter()
+    result = train_prm(cfg, benchmark_records, reporter, tmp_path)
+
+    train_losses = [v for _, v in reporter.series("losses/prm_train")]
+    assert train_losses[-1] < train_losses[0]
+    assert reporter.series("losses/prm_val")[0][0] == 25
+    assert "ETA" in reporter.messages[-1]
+    assert result.metrics["prm/auc"] > 0.7, result.metrics  # a constant predictor has 0.5
+    assert result.best_val_loss == min(v for _, v in reporter.series("losses/prm_val"))
+    assert result.checkpoint.name == f"step_{result.best_step:06d}"
+    assert (result.checkpoint / PRM_JSON).is_file()
+    summary = result.summary()
+    assert summary["n_val_problems"] == 80 and summary["calibration"]
+    assert reporter.series("prm/auc") == [(result.best_step, result.metrics["prm/auc"])]
+
+
+def test_train_prm_needs_an_initial_policy(benchmark_records, tmp_path):
+    with pytest.raises(ValueError, match="init_from"):
+        train_prm(PRMTrainConfig(), benchmark_records, MemoryReporter(), tmp_path)
+
+
+def test_a_record_of_one_problem_cannot_be_split():
+    record = PRMRecord(prompt="p", completions=["a"], labels=[1], m_star=1, task_id="t")
+    with pytest.raises(ValueError, match="two or more"):
+        split_by_problem([record, record], 0.5, 0)
