@@ -411,6 +411,7 @@ def label_responses(
 
     for task in list(tasks.values()):
         advance(task)
+    round_index = 0  # seeds come from the round within this call only: a fixed batch each
     while tasks:
         # every undecided probe that some search waits for, once each, in a fixed order
         pending = list(
@@ -427,7 +428,7 @@ def label_responses(
             temperature=cfg.temperature,
             top_p=cfg.top_p,
             max_new_tokens=cfg.max_new_tokens,
-            seed=derive_seed(seed, "round", timing.rounds),
+            seed=derive_seed(seed, "round", round_index),
         )
         started = time.perf_counter()
         generations = sampler.generate([p.problem.prompt + p.head for p in rows], params)
@@ -447,6 +448,7 @@ def label_responses(
             probe.passed |= result.status == "passed"
         for task in list(tasks.values()):
             advance(task)
+        round_index += 1
     return [records[i] for i in range(len(responses))]
 
 

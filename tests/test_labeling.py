@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 from types import SimpleNamespace
 
 import pytest
@@ -291,27 +292,38 @@ def test_trl_format_folds_neutral_lines_into_the_next_step():
 
 
 class ReferenceSampler:
-    """A perfect policy: continues a prefix with the reference's remaining lines when the
-    prefix is a prefix of the reference, and with a wrong line otherwise."""
+    """A policy that knows the references: it continues a prefix of the reference with the
+    reference's remaining lines — one of them wrong with probability ``slip`` — and any other
+    prefix with a wrong line. Its randomness depends on the call's seed and the row, as a
+    batched sampler's does."""
 
-    def __init__(self, problems) -> None:
+    def __init__(self, problems, slip: float = 0.0, name: str = "") -> None:
         self.by_prompt = {p.prompt: p for p in problems}
+        self.slip, self.name = slip, name
 
     def generate(self, prompts, params):
         outs = []
-        for prompt in prompts:
+        for row, prompt in enumerate(prompts):
             problem = next(p for text, p in self.by_prompt.items() if prompt.startswith(text))
             head = prompt.removeprefix(problem.prompt)
-            good = problem.reference.startswith(head)
-            outs.append(
-                SimpleNamespace(text=problem.reference[len(head) :] if good else "    return []\n")
-            )
+            if not problem.reference.startswith(head):
+                outs.append(SimpleNamespace(text="    return []\n"))
+                continue
+            rng = random.Random(f"{self.name}/{params.seed}/{row}")
+            text = problem.reference
+            if rng.random() < self.slip:
+                text = corrupt(text, rng.randrange(head.count("\n"), text.count("\n")))
+            outs.append(SimpleNamespace(text=text[len(head) :]))
         return outs
 
 
 def corrupt(reference: str, line: int) -> str:
+    """``reference`` with line ``line`` (0-based) computing a wrong value."""
     lines = reference.splitlines(keepends=True)
-    lines[line] = "    v0 = v0[::-1]\n"  # a wrong step (reverse) in place of line ``line``
+    last = len(lines) - 1
+    lines[line] = (
+        f"    v{line + 1} = [x + 1000 for x in v{line}]\n" if line < last else ("    return []\n")
+    )
     return "".join(lines)
 
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from workers.healthcheck import HealthcheckConfig
 from workers.jobs_policy import EvalJobConfig, SFTJobConfig
+from workers.jobs_prm_data import PrmDataJobConfig
 from workers.jobs_rl import RLJobConfig
 
 
@@ -72,6 +73,17 @@ JOB_KINDS: dict[str, JobKind] = {
             "Logs the held-out pass-rate curve, checkpoints and samples; resumes after a crash.",
             config=RLJobConfig,
             entry="workers.jobs_rl:run_rl",
+            queue="gpu",
+        ),
+        JobKind(
+            name="prm-data",
+            title="PRM data (binary search)",
+            description="Samples responses from policy checkpoints and labels every line by "
+            "binary search over line prefixes (paper Alg. 1): +1 up to the longest prefix the "
+            "policy can still complete into a passing program, -1 after, 0 for comments. "
+            "Stores each labelled response, reports the sampling cost, exports JSONL.",
+            config=PrmDataJobConfig,
+            entry="workers.jobs_prm_data:run_prm_data",
             queue="gpu",
         ),
     )
