@@ -178,8 +178,9 @@ def test_sft_then_eval_jobs_store_checkpoints_samples_and_scores(data_dir):
 
         samples = session.scalars(select(Sample).where(Sample.run_id == eval_run)).all()
         assert len(samples) == 6 * (1 + 2)
-        assert all(s.problem_id is not None and s.tests_total > 0 for s in samples)
-        assert {s.verdict for s in samples} <= {"passed", "failed", "error", "timeout", "memory"}
+        assert all(s.problem_id is not None for s in samples)
+        verdicts = {"passed", "failed", "error", "timeout", "memory", "killed"}
+        assert {s.verdict for s in samples} <= verdicts
         assert all(s.passed == (s.verdict == "passed") for s in samples)
         sft_samples = session.scalar(
             select(func.count()).select_from(Sample).where(Sample.run_id == sft_run)
@@ -196,5 +197,5 @@ def test_sft_then_eval_jobs_store_checkpoints_samples_and_scores(data_dir):
                 Metric.run_id == eval_run, Metric.name == "eval/pass@1_sampled"
             )
         )
-        passed = [s.passed for s in samples if s.detail.startswith("sampled")]
+        passed = [s.passed for s in samples if s.meta["mode"] == "sampled"]
         assert sampled == pytest.approx(sum(passed) / len(passed))

@@ -45,7 +45,7 @@ class EvalJobConfig(BaseModel):
 
     policy: str | None = Field(default=None, description="A model folder (or hub id) to evaluate.")
     policy_run_id: int | None = Field(
-        default=None, description="Or: an sft run whose last checkpoint is evaluated."
+        default=None, description="Or: an sft or rl run whose last checkpoint is evaluated."
     )
     data: ProblemSource = Field(
         default_factory=ProblemSource, description="Where the problems come from."
@@ -60,7 +60,7 @@ class EvalJobConfig(BaseModel):
     @model_validator(mode="after")
     def _one_policy(self) -> EvalJobConfig:
         if (self.policy is None) == (self.policy_run_id is None):
-            raise ValueError("give exactly one of policy (a folder) or policy_run_id (an sft run)")
+            raise ValueError("give exactly one of policy (a folder) or policy_run_id (a run)")
         return self
 
 
@@ -78,64 +78,13 @@ def load_source(source: ProblemSource, splits: list[str]) -> tuple[str, list[lis
         return name, [load_problem_set(session, name, split) for split in splits]
 
 
-def latest_checkpoint(run_id: int) -> str:
-    from sqlalchemy import select
-
-    from app.db import read_session
-    from app.orm import Artifact
-
-    with read_session() as session:
-        path = session.scalar(
-            select(Artifact.path)
-            .where(Artifact.run_id == run_id, Artifact.kind == "checkpoint")
-            .order_by(Artifact.step.desc(), Artifact.id.desc())
-            .limit(1)
-        )
-    if path is None:
-        raise ValueError(f"run {run_id} has no checkpoint (is it a finished sft run?)")
-    return path
-
-
-def store_samples(run_id: int, step: int, set_name: str, records: list[Any]) -> int:
-    """One ``samples`` row per evaluation record, linked to its problem; returns the count."""
-    from sqlalchemy import select
-
-    from app.db import session_scope
-    from app.orm import Problem as ProblemRow
-    from app.orm import ProblemSet, Sample
-
-    with session_scope() as session:
-        ids = dict(
-            session.execute(
-                select(ProblemRow.task_id, ProblemRow.id)
-                .join(ProblemSet, ProblemRow.problem_set_id == ProblemSet.id)
-                .where(ProblemSet.name == set_name)
-            ).all()
-        )
-        session.add_all(
-            Sample(
-                run_id=run_id,
-                step=step,
-                problem_id=ids.get(record.task_id),
-                code=record.program,
-                verdict=record.verdict,
-                passed=record.passed,
-                tests_passed=record.tests_passed,
-                tests_total=record.tests_total,
-                error_line=record.error_line,
-                detail=f"{record.mode} #{record.sample_index}: {record.detail}".strip(),
-            )
-            for record in records
-        )
-    return len(records)
-
-
 # ----------------------------------------------------------------------------- jobs
 
 
 def run_sft(ctx, cfg: SFTJobConfig) -> dict[str, Any]:
     from models.sft import train_sft
     from workers.problemsets import sandbox_run_batch
+    from workers.samples import store_samples
 
     name, (train, held_out) = load_source(cfg.data, [cfg.train_split, cfg.eval_split])
     sft_cfg = SFTConfig.model_validate(
@@ -155,9 +104,11 @@ def run_sft(ctx, cfg: SFTJobConfig) -> dict[str, Any]:
 def run_eval(ctx, cfg: EvalJobConfig) -> dict[str, Any]:
     from models.evaluation import difficulty_metrics, evaluate, pass_metrics
     from models.policy import load_policy
+    from workers.jobs_rl import required_artifact
     from workers.problemsets import sandbox_run_batch
+    from workers.samples import store_samples
 
-    policy = cfg.policy or latest_checkpoint(cfg.policy_run_id or 0)
+    policy = cfg.policy or required_artifact(cfg.policy_run_id or 0, "checkpoint", "policy_run_id")
     name, (problems,) = load_source(cfg.data, [cfg.split])
     if not problems:
         raise ValueError(f"problem set {name!r} has no problems in split {cfg.split!r}")
