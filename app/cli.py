@@ -223,6 +223,83 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from workers.registry import get_kind
+
+    kind = get_kind(args.kind)
+    if args.field not in kind.config.model_fields:
+        raise CliError(f"--field {args.field!r} is not a field of the {kind.name} config")
+    values = args.values.split(",") if args.values else sweep_defaults(kind.name, args.field)
+    config = read_config_file(args.config)
+    ensure_database()
+    from workers.runner import submit_sweep
+
+    ids = submit_sweep(
+        kind.name,
+        config,
+        field=args.field,
+        values=values,
+        seeds=list(range(args.seeds)),
+        group_name=args.group,
+    )
+    print(f"submitted {len(ids)} {kind.name} runs in group {args.group!r}")
+    print(" ".join(str(run_id) for run_id in ids))
+    return 0
+
+
+def sweep_defaults(kind: str, field: str) -> list[str]:
+    """The paper's four PPO variants are the default sweep of an ``rl`` job's ``variant``."""
+    if (kind, field) == ("rl", "variant"):
+        from models.ppo_config import VARIANTS
+
+        return list(VARIANTS)
+    raise CliError(f"give --values for field {field!r} of {kind}")
+
+
+def cmd_problems_validate(args: argparse.Namespace) -> int:
+    from workers.problemsets import validate_file
+
+    if not Path(args.path).is_file():
+        raise CliError(f"{args.path} does not exist")
+    report = validate_file(Path(args.path), args.format)
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+def cmd_problems_import(args: argparse.Namespace) -> int:
+    from app.db import session_scope
+    from models.problems import InvalidProblemFile
+    from workers.problemsets import ProblemSetConflict, import_file
+
+    if not Path(args.path).is_file():
+        raise CliError(f"{args.path} does not exist")
+    ensure_database()
+    try:
+        with session_scope() as session:
+            stored = import_file(session, Path(args.path), name=args.name, fmt=args.format)
+            summary = f"problem set {stored.name!r}: {stored.n_problems} problems"
+    except InvalidProblemFile as error:
+        print(error.report.summary(), file=sys.stderr)
+        return 1
+    except ProblemSetConflict as error:
+        raise CliError(str(error)) from None
+    print(summary)
+    return 0
+
+
+def cmd_problems_list(_args: argparse.Namespace) -> int:
+    ensure_database()
+    from app.db import read_session
+    from workers.problemsets import list_problem_sets, problem_set_splits
+
+    with read_session() as session:
+        for problem_set in list_problem_sets(session):
+            splits = problem_set_splits(session, problem_set.name)
+            parts = ", ".join(f"{split} {count}" for split, count in sorted(splits.items()))
+            print(f"{problem_set.name}  ({problem_set.source}; {parts})")
+    return 0
+
+
 def cmd_exec(args: argparse.Namespace) -> int:
     from workers.sandbox import exec_jsonl
 
@@ -274,6 +351,30 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--kind")
     runs.add_argument("--status")
     runs.add_argument("--limit", type=int, default=50)
+
+    sweep = add("sweep", cmd_sweep, "Submit a group of sibling runs: values × seeds.")
+    sweep.add_argument("kind", help="job kind, e.g. rl")
+    sweep.add_argument("--config", help="JSON or TOML file with the shared config fields")
+    sweep.add_argument("--group", required=True, help="the group's name")
+    sweep.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
+    sweep.add_argument("--field", default="variant", help="the field that varies")
+    sweep.add_argument("--values", help="comma-separated values (rl: all four variants)")
+
+    problems = sub.add_parser("problems", help="Validate, import and list problem sets.")
+    problems_sub = problems.add_subparsers(dest="problems_command", required=True)
+    formats = ("jsonl", "humaneval", "mbpp")
+    validate = problems_sub.add_parser("validate", help="Check a problem file (exit 1 if bad).")
+    validate.add_argument("path")
+    validate.add_argument("--format", choices=formats, default="jsonl")
+    validate.set_defaults(handler=cmd_problems_validate)
+    import_ = problems_sub.add_parser("import", help="Validate and store a named problem set.")
+    import_.add_argument("path")
+    import_.add_argument("--name", required=True)
+    import_.add_argument("--format", choices=formats, default="jsonl")
+    import_.set_defaults(handler=cmd_problems_import)
+    problems_sub.add_parser("list", help="Stored problem sets and their splits.").set_defaults(
+        handler=cmd_problems_list
+    )
 
     exec_ = add("exec", cmd_exec, "Run execution requests (JSONL) in the sandbox.")
     exec_.add_argument("requests", help="JSONL file of execution requests")

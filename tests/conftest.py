@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "tests" / "artifacts"
 PG_ADMIN_URL = os.environ.get("PRM_STUDIO_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+BWRAP = Path("/usr/bin/bwrap")
 REDIS_TEST_DB = 13  # a database index reserved for tests; flushed before and after use
 
 
@@ -70,6 +71,16 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     migrate()
     yield folder
     reset_app_state()
+
+
+@pytest.fixture(scope="session")
+def sandbox_run_batch():
+    """One warm sandbox pool for the session; skipped (or failed, in CI) without bubblewrap."""
+    require(BWRAP.exists(), f"{BWRAP} is missing: the sandbox cannot run untrusted code")
+    from workers.sandbox import SandboxPool
+
+    with SandboxPool() as pool:
+        yield pool.run_batch
 
 
 @pytest.fixture

@@ -21,9 +21,6 @@ from models.benchmark import (
     run_steps,
 )
 from models.problems import exec_request
-from tests import test_problemsets
-
-sandbox_run_batch = test_problemsets.sandbox_run_batch  # the shared fixture
 
 SMALL = BenchmarkConfig(n_train=300, n_test=120, seed=3)
 

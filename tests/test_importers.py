@@ -12,10 +12,7 @@ import pytest
 
 from models.importers import bundled_humaneval_path, load_problems, mbpp_split
 from models.problems import InvalidProblemFile, Problem, exec_request, validate_jsonl
-from tests import test_problemsets
 from tests.conftest import require
-
-sandbox_run_batch = test_problemsets.sandbox_run_batch  # the shared fixture
 
 DATASETS = Path(
     os.environ.get(

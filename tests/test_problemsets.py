@@ -17,7 +17,6 @@ from app.orm import Problem as ProblemRow
 from app.orm import ProblemSet
 from models.benchmark import BenchmarkConfig
 from models.problems import InvalidProblemFile, Problem
-from tests.conftest import require
 from workers.problemsets import (
     ProblemSetConflict,
     ProblemSetNotFound,
@@ -30,17 +29,6 @@ from workers.problemsets import (
     problem_set_splits,
     validate_file,
 )
-from workers.sandbox import SandboxPool
-
-BWRAP = Path("/usr/bin/bwrap")
-
-
-@pytest.fixture(scope="session")
-def sandbox_run_batch():
-    """One warm sandbox pool for the session; skipped (or failed, in CI) without bubblewrap."""
-    require(BWRAP.exists(), f"{BWRAP} is missing: the sandbox cannot run untrusted code")
-    with SandboxPool() as pool:
-        yield pool.run_batch
 
 
 @pytest.fixture
