@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from workers.healthcheck import HealthcheckConfig
 from workers.jobs_policy import EvalJobConfig, SFTJobConfig
+from workers.jobs_prm import PRMJobConfig
 from workers.jobs_prm_data import PrmDataJobConfig
 from workers.jobs_rl import RLJobConfig
 
@@ -84,6 +85,17 @@ JOB_KINDS: dict[str, JobKind] = {
             "Stores each labelled response, reports the sampling cost, exports JSONL.",
             config=PrmDataJobConfig,
             entry="workers.jobs_prm_data:run_prm_data",
+            queue="gpu",
+        ),
+        JobKind(
+            name="prm-train",
+            title="PRM training",
+            description="Trains a line-level PRM (the policy's transformer + a scalar head) on "
+            "a prm-data run's labels: regression at each line's last token, split by problem, "
+            "early stopping. Reports held-out accuracy, AUC, first-error localisation and "
+            "calibration, and best-of-K reranking of sampled responses against a random pick.",
+            config=PRMJobConfig,
+            entry="workers.jobs_prm:run_prm_train",
             queue="gpu",
         ),
     )

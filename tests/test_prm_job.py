@@ -1,0 +1,156 @@
+"""The ``prm-train`` job through the real runner and sandbox on a throwaway SQLite database:
+it resolves its dataset and policy from other runs' artifacts, stores losses, ``prm/…``
+metrics, a loadable checkpoint artifact and pool samples with line scores; ``score_command``
+prints a run's PRM scores for a file; bad configs name the field."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+from sqlalchemy import select
+
+from app import crud
+from app.db import read_session, session_scope
+from app.orm import Artifact, LineScore, Metric, Run, RunStatus, Sample
+from models.benchmark import BenchmarkConfig, generate
+from models.evaluation import SampleRecord
+from models.policy import build_tiny_policy, save_policy
+from models.policy_config import TinyModelConfig
+from models.prm import PooledResponse, load_prm
+from models.tokenizer import train_tokenizer
+from tests.conftest import require
+from tests.test_prm import labelled_records
+from workers.jobs_prm import pool_samples, score_command
+from workers.registry import ConfigError, get_kind, validate_config
+from workers.runner import execute_run
+
+SMALL = BenchmarkConfig(n_train=24, n_test=4, min_steps=2, max_steps=3)
+
+
+@pytest.fixture
+def inputs(tmp_path) -> tuple[str, str]:
+    """A tiny random policy folder and a JSONL dataset of labelled benchmark responses."""
+    problems = generate(SMALL)
+    tokenizer = train_tokenizer([p.prompt + (p.reference or "") for p in problems], 300)
+    model = build_tiny_policy(tokenizer, TinyModelConfig(n_layer=1, n_embd=32, n_head=2), 0)
+    policy = str(save_policy(model, tokenizer, tmp_path / "policy"))
+    rng = random.Random(0)
+    records = [r for p in problems if p.split == "train" for r in labelled_records(p, rng)]
+    dataset = tmp_path / "prm.jsonl"
+    dataset.write_text("".join(r.model_dump_json() + "\n" for r in records))
+    return policy, str(dataset)
+
+
+def run_with_artifact(kind: str, artifact_kind: str, path: str) -> int:
+    """A finished run of ``kind`` holding one artifact (what prm-data / sft leave behind)."""
+    with session_scope() as session:
+        run = crud.create_run(session, kind=kind, config={})
+        crud.add_artifact(session, run_id=run.id, kind=artifact_kind, path=path, step=1)
+        return run.id
+
+
+def test_prm_train_job_stores_metrics_checkpoint_and_scored_samples(data_dir, inputs, tmp_path):
+    require(os.path.exists("/usr/bin/bwrap"), "bubblewrap is not installed")
+    policy, dataset = inputs
+    config = {
+        "dataset_run_id": run_with_artifact("prm-data", "prm-dataset", dataset),
+        "policy_run_id": run_with_artifact("sft", "checkpoint", policy),
+        "steps": 12,
+        "batch_size": 8,
+        "eval_every": 6,
+        "log_every": 3,
+        "val_fraction": 0.25,
+        "device": "cpu",
+        "data": {"benchmark": SMALL.model_dump()},
+        "rerank": {
+            "n_problems": 2,
+            "pool": {"n_samples": 4, "ks": [2, 4, 8], "max_new_tokens": 24, "batch_size": 8},
+            "store_samples": 3,
+        },
+    }
+    with session_scope() as session:
+        run_id = crud.create_run(session, kind="prm-train", config=config).id
+    assert execute_run(run_id) == "succeeded"
+
+    with read_session() as session:
+        run = session.get(Run, run_id)
+        assert run.status == RunStatus.succeeded, run.error
+        result = dict(run.result)
+        names = set(session.scalars(select(Metric.name).where(Metric.run_id == run_id)))
+        artifacts = session.execute(
+            select(Artifact.kind, Artifact.path, Artifact.step).where(Artifact.run_id == run_id)
+        ).all()
+        samples = session.scalars(select(Sample).where(Sample.run_id == run_id)).all()
+        scores = session.scalars(
+            select(LineScore.score).where(LineScore.sample_id.in_([s.id for s in samples]))
+        ).all()
+    assert {"losses/prm_train", "losses/prm_val", "prm/auc", "prm/accuracy"} <= names
+    assert {"prm/rerank@4/prm_min", "prm/rerank@4/random", "prm/rerank@4/oracle"} <= names
+    assert result["policy"] == policy and result["dataset"] == dataset
+    assert set(result["rerank"]["table"]) == {"2", "4"}  # K = 8 exceeds the pool of 4
+    assert result["rerank"]["n_pool"] == 8 and "prm/auc" in result["metrics"]
+
+    [(kind, path, step)] = artifacts
+    assert kind == "prm-checkpoint" and step == result["best_step"]
+    prm, _, loss = load_prm(path, device="cpu")
+    assert loss == "mse" and prm.head.out_features == 1
+    assert len(samples) == 3 and all(s is not None for s in scores)  # a random policy's
+    # completions are mostly empty: pool_samples' own test checks the lines
+
+    code = tmp_path / "solution.py"
+    task = generate(SMALL)[-1]
+    code.write_text(task.prompt + (task.reference or ""))  # the whole program works too
+    table = score_command(str(run_id), result["rerank"]["problem_set"], task.task_id, str(code))
+    rows = table.splitlines()
+    assert rows[0].split() == ["line", "score", "code"]
+    assert len(rows) == 1 + (task.reference or "").count("\n") + 1
+    assert rows[-1].startswith(("first code line scored below 0", "no code line"))
+
+
+def test_pool_samples_carry_each_lines_prm_score():
+    record = SampleRecord(
+        task_id="t",
+        problem_index=0,
+        difficulty=None,
+        mode="sampled",
+        sample_index=3,
+        completion="    a = 1\n\n    return a\n",
+        program="def f():\n    a = 1\n\n    return a\n",
+        verdict="passed",
+        passed=True,
+        tests_passed=1,
+        tests_total=1,
+        error_line=None,
+        detail="",
+        n_tokens=9,
+        finish_reason="eos",
+    )
+    response = PooledResponse(0, True, [0.5, 0.1, -0.25], [False, True, False], record)
+    [sample] = pool_samples(7, [response])
+    assert sample.step == 7 and sample.sample_index == 3 and sample.passed
+    assert [(line["line_no"], line["score"], line["text"]) for line in sample.lines] == [
+        (1, 0.5, "    a = 1"),
+        (2, 0.1, ""),
+        (3, -0.25, "    return a"),
+    ]
+
+
+def test_prm_train_config_names_the_missing_sources():
+    kind = get_kind("prm-train")
+    with pytest.raises(ConfigError, match="dataset_run_id"):
+        validate_config(kind, {"init_from": "/some/policy"})
+    with pytest.raises(ConfigError, match="init_from"):
+        validate_config(kind, {"dataset_path": "/some/data.jsonl"})
+    with pytest.raises(ConfigError, match="patience"):
+        validate_config(kind, {"dataset_path": "x", "init_from": "y", "patience": 0})
+
+
+def test_score_command_explains_an_unknown_task(data_dir, inputs, tmp_path):
+    from workers.problemsets import ensure_embedded
+
+    with session_scope() as session:
+        name = ensure_embedded(session, SMALL).name
+    with pytest.raises(ValueError, match="no problem with task id 'nope'"):
+        score_command(str(tmp_path), name, "nope", str(tmp_path / "code.py"))
