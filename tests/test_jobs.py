@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from app import crud
 from app.db import read_session, session_scope
-from app.orm import Metric, Run, RunStatus
+from app.orm import Metric, Run, RunStatus, Worker
 from tests.conftest import reset_app_state, wait_for
 from workers.runner import execute_run
 
@@ -115,6 +115,10 @@ def test_worker_runs_a_healthcheck_end_to_end(broker, start_worker, tmp_path):
     assert any(0 < p < 1 for p in progress_seen), f"no intermediate progress: {progress_seen}"
     assert metric_count(run_id) == 8
     assert run.result["cpu_count"] >= 1
+    with read_session() as session:  # the worker announced itself and is idle again
+        worker = session.scalars(select(Worker)).one()
+    assert worker.queues == "cpu,gpu" and worker.current_run_id is None
+    assert worker.facts["cpu_count"] >= 1 and worker.name.startswith("celery@")
 
 
 def test_worker_honours_cancellation_mid_run(broker, start_worker, monkeypatch, tmp_path):

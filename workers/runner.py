@@ -24,6 +24,7 @@ from app import crud
 from app.db import session_scope
 from app.orm import Run, RunStatus
 from app.settings import get_settings
+from workers import heartbeat
 from workers.registry import get_kind, validate_config
 
 log = logging.getLogger(__name__)
@@ -133,8 +134,10 @@ def error_summary(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def execute_run(run_id: int, task_id: str | None = None) -> str:
-    """Run one job to completion; returns the final status (or ``skipped``)."""
+def execute_run(run_id: int, task_id: str | None = None, worker_name: str | None = None) -> str:
+    """Run one job to completion; returns the final status (or ``skipped``).
+
+    ``worker_name`` (the Celery node) is shown as this run's worker in the Workers view."""
     with session_scope() as session:
         if not crud.claim_run(
             session, run_id=run_id, task_id=task_id, worker_host=socket.gethostname()
@@ -144,6 +147,8 @@ def execute_run(run_id: int, task_id: str | None = None) -> str:
         run = crud.get_run(session, run_id=run_id)
         kind_name, raw_config = run.kind, dict(run.config)
 
+    if worker_name:
+        heartbeat.set_current_run(worker_name, run_id)
     ctx = JobContext(run_id)
     status, error, result = RunStatus.succeeded, None, None
     try:
@@ -158,4 +163,6 @@ def execute_run(run_id: int, task_id: str | None = None) -> str:
         log.error("run %s failed:\n%s", run_id, traceback.format_exc())
     with session_scope() as session:
         crud.finish_run(session, run_id=run_id, status=status, error=error, result=result)
+    if worker_name:
+        heartbeat.set_current_run(worker_name, None)
     return status.value
