@@ -27,8 +27,18 @@ def create_run(
     name: str = "",
     group_name: str | None = None,
     parent_id: int | None = None,
+    depends_on: list[int] | None = None,
 ) -> Run:
-    run = Run(kind=kind, config=config, name=name, group_name=group_name, parent_id=parent_id)
+    depends_on = depends_on or []
+    run = Run(
+        kind=kind,
+        config=config,
+        name=name,
+        group_name=group_name,
+        parent_id=parent_id,
+        depends_on=depends_on,
+        status=RunStatus.waiting if depends_on else RunStatus.queued,
+    )
     session.add(run)
     session.flush()
     return run
@@ -107,10 +117,60 @@ def set_progress(session: Session, *, run_id: int, fraction: float, message: str
     return bool(session.scalar(select(Run.cancel_requested).where(Run.id == run_id)))
 
 
+def dependencies_met(session: Session, *, run: Run) -> bool:
+    if not run.depends_on:
+        return True
+    statuses = session.scalars(select(Run.status).where(Run.id.in_(run.depends_on))).all()
+    return len(statuses) == len(set(run.depends_on)) and all(
+        status == RunStatus.succeeded for status in statuses
+    )
+
+
+def upstream_failure(session: Session, *, run: Run) -> int | None:
+    """A dependency of ``run`` that finished without succeeding, if there is one."""
+    failed = (RunStatus.failed, RunStatus.cancelled)
+    query = select(Run.id).where(Run.id.in_(run.depends_on or []), Run.status.in_(failed))
+    return session.scalars(query.limit(1)).first()
+
+
+def release_if_ready(session: Session, *, run_id: int) -> bool:
+    """Waiting → queued once every dependency succeeded; True for exactly one caller (the
+    UPDATE is conditional), who then enqueues it."""
+    run = get_run(session, run_id=run_id)
+    if run.status != RunStatus.waiting or not dependencies_met(session, run=run):
+        return False
+    result = session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == RunStatus.waiting)
+        .values(status=RunStatus.queued)
+    )
+    return result.rowcount == 1
+
+
+def waiting_dependents(session: Session, *, run_id: int) -> list[Run]:
+    """Waiting runs that list ``run_id`` among their dependencies."""
+    waiting = session.scalars(select(Run).where(Run.status == RunStatus.waiting)).all()
+    return [run for run in waiting if run_id in (run.depends_on or [])]
+
+
+def fail_dependents(session: Session, *, run_id: int) -> list[int]:
+    """A run that did not succeed fails everything downstream of it (transitively)."""
+    failed, frontier = [], [run_id]
+    while frontier:
+        upstream = frontier.pop()
+        for run in waiting_dependents(session, run_id=upstream):
+            run.status = RunStatus.failed
+            run.finished_at = utcnow()
+            run.error = f"upstream run {upstream} did not succeed"
+            failed.append(run.id)
+            frontier.append(run.id)
+    return failed
+
+
 def request_cancel(session: Session, *, run_id: int) -> Run:
     """A queued run is cancelled at once; a running one is flagged and stops at its next poll."""
     run = get_run(session, run_id=run_id)
-    if run.status == RunStatus.queued:
+    if run.status in (RunStatus.queued, RunStatus.waiting):
         run.status = RunStatus.cancelled
         run.finished_at = utcnow()
     elif run.status == RunStatus.running:

@@ -47,6 +47,7 @@ class Base(DeclarativeBase):
 
 
 class RunStatus(enum.StrEnum):
+    waiting = "waiting"  # for the runs it depends on to succeed (a pipeline stage)
     queued = "queued"
     running = "running"
     succeeded = "succeeded"
@@ -81,6 +82,7 @@ class Run(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     task_id: Mapped[str | None] = mapped_column(String(64))
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    depends_on: Mapped[list[int]] = mapped_column(JSON, default=list)
 
     parent: Mapped[Run | None] = relationship(remote_side=[id])
 

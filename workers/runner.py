@@ -77,13 +77,17 @@ def submit(
     name: str = "",
     group_name: str | None = None,
     parent_id: int | None = None,
+    depends_on: list[int] | None = None,
 ) -> int:
-    """Validate, store and enqueue a run; returns its id. Invalid input writes nothing."""
-    from workers.tasks import TASKS
+    """Validate, store and enqueue a run; returns its id. Invalid input writes nothing.
 
+    With ``depends_on``, the run waits until those runs succeed (it is enqueued by the last of
+    them to finish, see ``execute_run``), and fails if one of them does not."""
     kind = get_kind(kind_name)
     cfg = validate_config(kind, config or {})
     with session_scope() as session:
+        for dependency in depends_on or []:
+            crud.get_run(session, run_id=dependency)  # RunNotFound before anything is stored
         run = crud.create_run(
             session,
             kind=kind.name,
@@ -91,17 +95,54 @@ def submit(
             name=name or kind.name,
             group_name=group_name,
             parent_id=parent_id,
+            depends_on=depends_on,
         )
-        run_id = run.id
+        run_id, waiting = run.id, run.status == RunStatus.waiting
+    if not waiting:
+        enqueue(run_id, kind_name)
+        return run_id
+    # the dependencies may have finished (or failed) while this run was being stored
+    with session_scope() as session:
+        ready = crud.release_if_ready(session, run_id=run_id)
+        failed_upstream = crud.upstream_failure(session, run=crud.get_run(session, run_id=run_id))
+        if failed_upstream is not None:
+            crud.finish_run(
+                session,
+                run_id=run_id,
+                status=RunStatus.failed,
+                error=f"upstream run {failed_upstream} did not succeed",
+            )
+    if ready:
+        enqueue(run_id, kind_name)
+    return run_id
+
+
+def enqueue(run_id: int, kind_name: str) -> None:
+    """Send a queued run to its kind's queue; a broker failure fails the run, loudly."""
+    from workers.tasks import TASKS
+
     try:
-        TASKS[kind.name].apply_async(args=[run_id], queue=kind.queue)
+        TASKS[kind_name].apply_async(args=[run_id], queue=get_kind(kind_name).queue)
     except Exception as error:
         with session_scope() as session:
             crud.finish_run(
                 session, run_id=run_id, status=RunStatus.failed, error=f"could not enqueue: {error}"
             )
         raise
-    return run_id
+
+
+def after_finish(run_id: int, status: RunStatus) -> None:
+    """Release the runs waiting on this one (success) or fail them (anything else)."""
+    released: list[tuple[int, str]] = []
+    with session_scope() as session:
+        if status != RunStatus.succeeded:
+            crud.fail_dependents(session, run_id=run_id)
+            return
+        for dependent in crud.waiting_dependents(session, run_id=run_id):
+            if crud.release_if_ready(session, run_id=dependent.id):
+                released.append((dependent.id, dependent.kind))
+    for dependent_id, kind_name in released:
+        enqueue(dependent_id, kind_name)
 
 
 def submit_sweep(
@@ -165,4 +206,5 @@ def execute_run(run_id: int, task_id: str | None = None, worker_name: str | None
         crud.finish_run(session, run_id=run_id, status=status, error=error, result=result)
     if worker_name:
         heartbeat.set_current_run(worker_name, None)
+    after_finish(run_id, status)
     return status.value

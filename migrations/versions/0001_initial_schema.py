@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26 00:36:37.095124
+Create Date: 2026-11-26 00:51:07.862336
 """
 
 from collections.abc import Sequence
@@ -56,6 +56,7 @@ def upgrade() -> None:
         sa.Column("cancel_requested", sa.Boolean(), nullable=False),
         sa.Column("task_id", sa.String(length=64), nullable=True),
         sa.Column("parent_id", sa.Integer(), nullable=True),
+        sa.Column("depends_on", sa.JSON(), nullable=False),
         sa.ForeignKeyConstraint(
             ["parent_id"], ["runs.id"], name=op.f("fk_runs_parent_id_runs"), ondelete="SET NULL"
         ),
