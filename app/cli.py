@@ -256,6 +256,62 @@ def sweep_defaults(kind: str, field: str) -> list[str]:
     raise CliError(f"give --values for field {field!r} of {kind}")
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from workers.pipeline import ReproduceConfig
+    from workers.registry import format_validation_error
+
+    try:
+        cfg = ReproduceConfig(
+            preset=args.preset,
+            budget=args.budget,
+            seeds=args.seeds,
+            policy=args.policy,
+            group=args.group,
+        )
+    except ValidationError as error:
+        raise CliError("; ".join(format_validation_error(error))) from None
+    ensure_database()
+    from workers.pipeline import reproduce
+
+    stages = reproduce(cfg)
+    print(f"group {cfg.group_name!r}: {len(stages)} stages")
+    for stage in stages:
+        print(
+            f"  {stage.key:<28} run {stage.run_id:<6} {'reused' if stage.reused else 'submitted'}"
+        )
+    if args.wait:
+        return follow_group(cfg.group_name)
+    return 0
+
+
+def follow_group(group: str, poll_s: float = 5.0) -> int:
+    """Print the group's progress until every run has finished; 0 if all succeeded."""
+    import time
+
+    from app import crud
+    from app.db import read_session
+    from app.orm import RunStatus
+
+    last = ""
+    while True:
+        with read_session() as session:
+            runs = crud.list_runs(session, group_name=group, limit=1000)
+            states = [(run.name, RunStatus(run.status), run.progress) for run in runs]
+        done = sum(status.finished for _, status, _ in states)
+        running = [
+            f"{name} {progress:.0%}" for name, status, progress in states if status == "running"
+        ]
+        line = f"{done}/{len(states)} finished; running: {', '.join(running) or '-'}"
+        if line != last:
+            print(line, flush=True)
+            last = line
+        if done == len(states):
+            return 0 if all(status == RunStatus.succeeded for _, status, _ in states) else 1
+        time.sleep(poll_s)
+
+
 def cmd_problems_validate(args: argparse.Namespace) -> int:
     from workers.problemsets import validate_file
 
@@ -359,6 +415,18 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
     sweep.add_argument("--field", default="variant", help="the field that varies")
     sweep.add_argument("--values", help="comma-separated values (rl: all four variants)")
+
+    reproduce = add(
+        "reproduce",
+        cmd_reproduce,
+        "Run the paper's pipeline as one group (reuses finished stages).",
+    )
+    reproduce.add_argument("--preset", choices=("embedded", "mbpp"), default="embedded")
+    reproduce.add_argument("--budget", choices=("micro", "small", "full"), default="small")
+    reproduce.add_argument("--seeds", type=int, default=3, help="seeds per PPO variant")
+    reproduce.add_argument("--policy", help="mbpp preset: the local model folder to start from")
+    reproduce.add_argument("--group", help="group name (default: reproduce-PRESET-BUDGET)")
+    reproduce.add_argument("--wait", action="store_true", help="follow progress until done")
 
     problems = sub.add_parser("problems", help="Validate, import and list problem sets.")
     problems_sub = problems.add_subparsers(dest="problems_command", required=True)
