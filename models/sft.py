@@ -259,7 +259,6 @@ def train_sft(
     last_loss = float("nan")
     tokens = 0
     started = time.perf_counter()
-    train_seconds = 0.0
     for step in range(start_step, cfg.steps):
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
@@ -275,7 +274,8 @@ def train_sft(
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
-        losses.append(loss.item())
+        step_loss = loss.item()
+        losses.append(step_loss)
         tokens += int(mask.sum())
         done = step + 1
 
@@ -294,7 +294,7 @@ def train_sft(
             )
         reporter.progress(
             done / cfg.steps,
-            f"step {done}/{cfg.steps} loss {last_loss:.3f} "
+            f"step {done}/{cfg.steps} loss {step_loss:.3f} "
             f"ETA {per_step * (cfg.steps - done):.0f}s",
         )
         if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps and eval_subset:
