@@ -127,9 +127,10 @@ def load_policy(
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=pick_dtype(target, dtype))
     except (OSError, ValueError, KeyError) as error:
+        where = "" if Path(source).exists() else "there is no such local folder, and as a hub id "
         raise PolicyLoadError(
             source,
-            f"transformers could not load it ({type(error).__name__}: {error})",
+            f"{where}transformers could not load it ({type(error).__name__}: {error})",
             "pass a local folder with a causal LM saved by save_pretrained, or a hub id "
             "that is in the local cache (this host may have no network)",
         ) from error
