@@ -32,4 +32,4 @@ system-deps-run:
 	@bash .ci/system-deps bubblewrap
 
 system-deps-test:
-	@bash .ci/system-deps bubblewrap chromium
+	@bash .ci/system-deps bubblewrap chromium docker-compose

@@ -200,10 +200,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     settings = get_settings()
     host, port = args.host or settings.host, args.port or settings.port
     ensure_database()
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "worker", "--loglevel=WARNING"],
-        start_new_session=True,  # its own process group: we stop it and its children as one
-    )
+    worker = None
+    if not args.no_worker:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "worker", "--loglevel=WARNING"],
+            start_new_session=True,  # its own process group: we stop it and its children as one
+        )
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -214,12 +216,13 @@ def cmd_up(args: argparse.Namespace) -> int:
         demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True)
         print(f"PRM Studio is running at http://{host}:{port} (Ctrl+C to stop)", flush=True)
         while not stop.wait(1.0):
-            if worker.poll() is not None:
+            if worker is not None and worker.poll() is not None:
                 print(f"worker exited with status {worker.returncode}; stopping", file=sys.stderr)
                 return 1
     finally:
         demo.close()
-        stop_process_group(worker)
+        if worker is not None:
+            stop_process_group(worker)
     return 0
 
 
@@ -382,6 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     up = add("up", cmd_up, "Migrate, start an embedded worker and serve the dashboard.")
     up.add_argument("--host", help="address to bind (default: PRM_STUDIO_HOST, 127.0.0.1)")
     up.add_argument("--port", type=int, help="port (default: PRM_STUDIO_PORT, 7860)")
+    up.add_argument(
+        "--no-worker", action="store_true", help="serve the dashboard only (workers run elsewhere)"
+    )
 
     worker = add("worker", cmd_worker, "Run a Celery worker (on this or another host).")
     worker.add_argument("--queues", default="cpu,gpu", help="comma-separated queues to consume")
