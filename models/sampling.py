@@ -125,7 +125,8 @@ class HFSampler:
         device: torch.device,
     ) -> list[Generation]:
         tok = self.tokenizer
-        encoded = tok(prompts, add_special_tokens=False, padding=True, return_tensors="pt")
+        # special tokens as the tokenizer adds them by default: a BOS where the model expects one
+        encoded = tok(prompts, padding=True, return_tensors="pt")
         input_ids = encoded["input_ids"].to(device)  # (B, P), left-padded
         mask = encoded["attention_mask"].to(device)  # (B, P)
         B, P = input_ids.shape

@@ -84,7 +84,7 @@ def tokenize_examples(
     for problem in problems:
         if problem.reference is None:
             continue
-        prompt = tokenizer(problem.prompt, add_special_tokens=False)["input_ids"]
+        prompt = tokenizer(problem.prompt)["input_ids"]  # as the sampler encodes prompts (BOS)
         target = tokenizer(problem.reference, add_special_tokens=False)["input_ids"]
         target = [*target, tokenizer.eos_token_id]
         ids = (prompt + target)[:max_len]
