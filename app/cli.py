@@ -140,6 +140,18 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_resume(args: argparse.Namespace) -> int:
+    ensure_database()
+    from workers.runner import resume
+
+    try:
+        run = resume(args.run)
+    except ValueError as error:
+        raise CliError(str(error)) from None
+    print(f"run {run.id}: {run.status} (attempt {run.attempts + 1} will resume it)")
+    return 0
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     ensure_database()
     from app import crud
@@ -408,6 +420,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     cancel = add("cancel", cmd_cancel, "Cancel a queued or running run.")
     cancel.add_argument("run", type=parse_run_id)
+
+    resume = add("resume", cmd_resume, "Queue a failed, cancelled or lost run again.")
+    resume.add_argument("run", type=parse_run_id)
 
     runs = add("runs", cmd_runs, "List recent runs.")
     runs.add_argument("--kind")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from datetime import UTC, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -73,19 +74,61 @@ def list_runs(
     return session.scalars(query).all()
 
 
-def claim_run(session: Session, *, run_id: int, task_id: str | None, worker_host: str) -> bool:
-    """Atomically move a queued run to running. False if someone else has it (or it was
-    cancelled while queued): the single-runner guarantee rests on this one UPDATE."""
+def claim_run(
+    session: Session, *, run_id: int, task_id: str | None, worker_host: str, lease_s: float
+) -> bool:
+    """Atomically take a queued run — or a running one whose heartbeat is older than
+    ``lease_s`` (its worker died) — and mark it running with a fresh heartbeat. False if
+    someone else holds it: the single-runner guarantee rests on this one conditional UPDATE
+    (two claimers of a lost run cannot both match, the winner refreshes the heartbeat)."""
     now = utcnow()
+    lost = (Run.status == RunStatus.running) & (Run.heartbeat_at < now - timedelta(seconds=lease_s))
     result = session.execute(
         update(Run)
-        .where(Run.id == run_id, Run.status == RunStatus.queued)
+        .where(Run.id == run_id, (Run.status == RunStatus.queued) | lost)
         .values(
             status=RunStatus.running,
-            started_at=now,
+            started_at=func.coalesce(Run.started_at, now),
             heartbeat_at=now,
             task_id=task_id,
             worker_host=worker_host,
+            attempts=Run.attempts + 1,
+        )
+    )
+    return result.rowcount == 1
+
+
+def beat_run(session: Session, *, run_id: int) -> None:
+    session.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=utcnow()))
+
+
+def is_lost(run: Run, *, lease_s: float) -> bool:
+    """Running, but its heartbeat stopped more than ``lease_s`` ago (its worker died)."""
+    beat = run.heartbeat_at
+    if run.status != RunStatus.running or beat is None:
+        return False
+    beat = beat if beat.tzinfo else beat.replace(tzinfo=UTC)  # SQLite returns naive UTC
+    return utcnow() - beat > timedelta(seconds=lease_s)
+
+
+def lost_runs(session: Session, *, lease_s: float) -> Sequence[Run]:
+    """Running runs whose heartbeat stopped more than ``lease_s`` ago."""
+    cutoff = utcnow() - timedelta(seconds=lease_s)
+    query = select(Run).where(Run.status == RunStatus.running, Run.heartbeat_at < cutoff)
+    return session.scalars(query).all()
+
+
+def requeue_run(session: Session, *, run_id: int, from_status: tuple[str, ...]) -> bool:
+    """Put a run back in the queue if it is (still) in one of ``from_status``."""
+    result = session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status.in_(from_status))
+        .values(
+            status=RunStatus.queued,
+            cancel_requested=False,
+            finished_at=None,
+            error=None,
+            progress_message="queued again",
         )
     )
     return result.rowcount == 1

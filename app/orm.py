@@ -80,6 +80,7 @@ class Run(Base):
     worker_host: Mapped[str | None] = mapped_column(String(200))
     heartbeat_at: Mapped[datetime | None]
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
     task_id: Mapped[str | None] = mapped_column(String(64))
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
     depends_on: Mapped[list[int]] = mapped_column(JSON, default=list)

@@ -65,6 +65,17 @@ class Settings(BaseSettings):
         gt=0,
         description="How often a running job re-reads its cancel flag from the database.",
     )
+    lease_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="A running job whose heartbeat is older than this is lost (its worker "
+        "died): another worker may claim it and resume it from its last checkpoint.",
+    )
+    max_attempts: int = Field(
+        default=3,
+        ge=1,
+        description="Retry policy: how many times a run is started before a loss fails it.",
+    )
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:

@@ -135,3 +135,61 @@ def test_worker_honours_cancellation_mid_run(broker, start_worker, monkeypatch, 
     )
     run = load_run(run_id)
     assert 0 < run.progress < 1 and run.finished_at is not None
+
+
+# ----------------------------------------------------------------------------- lost runs
+
+
+def age_heartbeat(run_id: int, seconds: float) -> None:
+    from datetime import timedelta
+
+    from app.orm import utcnow
+
+    with session_scope() as session:
+        session.get(Run, run_id).heartbeat_at = utcnow() - timedelta(seconds=seconds)
+
+
+def test_a_run_held_by_a_live_runner_is_not_taken_but_a_lost_one_is(data_dir):
+    run_id = make_run({"steps": 1, "step_seconds": 0.0})
+    with session_scope() as session:  # a runner holds it, heartbeat fresh
+        assert crud.claim_run(session, run_id=run_id, task_id="a", worker_host="h", lease_s=60)
+    assert execute_run(run_id) == "skipped"  # a second delivery exits cleanly
+    age_heartbeat(run_id, 120)  # that runner's worker died two minutes ago
+    assert execute_run(run_id) == "succeeded"
+    assert load_run(run_id).attempts == 2
+
+
+def test_reaper_requeues_lost_runs_then_gives_up_after_max_attempts(data_dir, monkeypatch):
+    from workers import runner
+    from workers.tasks import TASKS
+
+    sent: list[int] = []
+    monkeypatch.setattr(TASKS["healthcheck"], "apply_async", lambda args, **_: sent.append(args[0]))
+    monkeypatch.setenv("PRM_STUDIO_MAX_ATTEMPTS", "2")
+    reset_app_state()
+    run_id = make_run({"steps": 1, "step_seconds": 0.0})
+    for attempt in (1, 2):
+        with session_scope() as session:
+            crud.claim_run(session, run_id=run_id, task_id="t", worker_host="h", lease_s=60)
+        age_heartbeat(run_id, 120)
+        requeued = runner.reap_lost_runs()
+        if attempt == 1:
+            assert requeued == [run_id] and sent == [run_id]
+            assert load_run(run_id).status == RunStatus.queued
+    run = load_run(run_id)
+    assert run.status == RunStatus.failed and "lost 2 times" in run.error
+    assert sent == [run_id]
+
+
+def test_resume_requeues_a_failed_run_and_refuses_a_finished_one(data_dir, monkeypatch):
+    from workers import runner
+    from workers.tasks import TASKS
+
+    monkeypatch.setattr(TASKS["healthcheck"], "apply_async", lambda *a, **k: None)
+    failing = make_run({"steps": 1, "step_seconds": 0.0, "fail": True})
+    assert execute_run(failing) == "failed"
+    assert runner.resume(failing).status == RunStatus.queued
+    fine = make_run({"steps": 1, "step_seconds": 0.0})
+    execute_run(fine)
+    with pytest.raises(ValueError, match="only a failed, cancelled or lost run resumes"):
+        runner.resume(fine)

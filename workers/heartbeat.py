@@ -46,10 +46,14 @@ def set_current_run(name: str, run_id: int | None) -> None:
 
 
 def _beat_forever(name: str) -> None:
+    """Beat, and adopt runs whose workers died (``runner.reap_lost_runs``)."""
+    from workers.runner import reap_lost_runs
+
     while not _stop.wait(HEARTBEAT_S):
         try:
             beat(name)
-        except Exception:  # a database blip must not kill the heartbeat: try again next time
+            reap_lost_runs()
+        except Exception:  # a database or broker blip must not kill the heartbeat
             log.exception("heartbeat of %s failed", name)
 
 

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +173,71 @@ def cancel(run_id: int) -> Run:
         return crud.request_cancel(session, run_id=run_id)
 
 
+@contextmanager
+def run_heartbeat(run_id: int, interval_s: float) -> Iterator[None]:
+    """Refresh the run's heartbeat from a thread while its job runs — also through long
+    stretches without progress calls — so only a dead worker's run ever looks lost."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(interval_s):
+            try:
+                with session_scope() as session:
+                    crud.beat_run(session, run_id=run_id)
+            except Exception:  # a database blip: the next beat tries again
+                log.exception("heartbeat of run %s failed", run_id)
+
+    thread = threading.Thread(target=beat, name=f"run-{run_id}-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def reap_lost_runs() -> list[int]:
+    """Requeue runs whose worker died (heartbeat older than the lease), up to the retry
+    policy's ``max_attempts``; fail the rest. Any worker may call this; the conditional
+    UPDATEs make concurrent reapers harmless. Returns the requeued run ids."""
+    settings = get_settings()
+    requeued: list[tuple[int, str]] = []
+    with session_scope() as session:
+        for run in crud.lost_runs(session, lease_s=settings.lease_s):
+            if run.attempts >= settings.max_attempts:
+                crud.finish_run(
+                    session,
+                    run_id=run.id,
+                    status=RunStatus.failed,
+                    error=f"lost {run.attempts} times (its worker stopped); not retried again",
+                )
+                crud.fail_dependents(session, run_id=run.id)
+            elif crud.requeue_run(session, run_id=run.id, from_status=(RunStatus.running,)):
+                requeued.append((run.id, run.kind))
+    for run_id, kind_name in requeued:
+        log.warning("run %s was lost; queued again to resume from its last checkpoint", run_id)
+        enqueue(run_id, kind_name)
+    return [run_id for run_id, _ in requeued]
+
+
+def resume(run_id: int) -> Run:
+    """The user's "resume": a failed, cancelled or lost run is queued again; its job picks up
+    from its last checkpoint (jobs that checkpoint) or starts over."""
+    settings = get_settings()
+    with session_scope() as session:
+        run = crud.get_run(session, run_id=run_id)
+        lost = crud.is_lost(run, lease_s=settings.lease_s)
+        if run.status not in (RunStatus.failed, RunStatus.cancelled) and not lost:
+            raise ValueError(
+                f"run {run_id} is {run.status}: only a failed, cancelled or lost run resumes"
+            )
+        crud.requeue_run(session, run_id=run_id, from_status=(run.status,))
+        kind_name = run.kind
+    enqueue(run_id, kind_name)
+    with session_scope() as session:
+        return crud.get_run(session, run_id=run_id)
+
+
 def error_summary(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
@@ -179,11 +246,16 @@ def execute_run(run_id: int, task_id: str | None = None, worker_name: str | None
     """Run one job to completion; returns the final status (or ``skipped``).
 
     ``worker_name`` (the Celery node) is shown as this run's worker in the Workers view."""
+    settings = get_settings()
     with session_scope() as session:
         if not crud.claim_run(
-            session, run_id=run_id, task_id=task_id, worker_host=socket.gethostname()
+            session,
+            run_id=run_id,
+            task_id=task_id,
+            worker_host=socket.gethostname(),
+            lease_s=settings.lease_s,
         ):
-            log.info("run %s is not queued any more; skipping this delivery", run_id)
+            log.info("run %s is held by another runner or not queued; skipping", run_id)
             return "skipped"
         run = crud.get_run(session, run_id=run_id)
         kind_name, raw_config = run.kind, dict(run.config)
@@ -192,16 +264,17 @@ def execute_run(run_id: int, task_id: str | None = None, worker_name: str | None
         heartbeat.set_current_run(worker_name, run_id)
     ctx = JobContext(run_id)
     status, error, result = RunStatus.succeeded, None, None
-    try:
-        kind = get_kind(kind_name)
-        cfg: BaseModel = validate_config(kind, raw_config)
-        ctx.artifacts_dir.mkdir(parents=True, exist_ok=True)
-        result = kind.load()(ctx, cfg)
-    except JobCancelled:
-        status = RunStatus.cancelled
-    except Exception as exc:
-        status, error = RunStatus.failed, error_summary(exc)
-        log.error("run %s failed:\n%s", run_id, traceback.format_exc())
+    with run_heartbeat(run_id, interval_s=settings.lease_s / 6):
+        try:
+            kind = get_kind(kind_name)
+            cfg: BaseModel = validate_config(kind, raw_config)
+            ctx.artifacts_dir.mkdir(parents=True, exist_ok=True)
+            result = kind.load()(ctx, cfg)
+        except JobCancelled:
+            status = RunStatus.cancelled
+        except Exception as exc:
+            status, error = RunStatus.failed, error_summary(exc)
+            log.error("run %s failed:\n%s", run_id, traceback.format_exc())
     with session_scope() as session:
         crud.finish_run(session, run_id=run_id, status=status, error=error, result=result)
     if worker_name:

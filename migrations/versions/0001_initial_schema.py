@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26 00:51:07.862336
+Create Date: 2026-11-26 01:04:48.556283
 """
 
 from collections.abc import Sequence
@@ -54,6 +54,7 @@ def upgrade() -> None:
         sa.Column("worker_host", sa.String(length=200), nullable=True),
         sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("cancel_requested", sa.Boolean(), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("task_id", sa.String(length=64), nullable=True),
         sa.Column("parent_id", sa.Integer(), nullable=True),
         sa.Column("depends_on", sa.JSON(), nullable=False),
