@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -64,6 +65,11 @@ class Settings(BaseSettings):
         default=1.0,
         gt=0,
         description="How often a running job re-reads its cancel flag from the database.",
+    )
+    sandbox_mode: Literal["bubblewrap", "rlimits"] = Field(
+        default="bubblewrap",
+        description="How generated code is isolated: 'bubblewrap' (namespaces; default) or "
+        "'rlimits' (weak: resource limits only, no isolation — logged loudly).",
     )
     lease_s: float = Field(
         default=60.0,

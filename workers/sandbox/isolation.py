@@ -29,7 +29,6 @@ from .models import SandboxLimits
 
 log = logging.getLogger(__name__)
 
-MODE_ENV = "PRM_STUDIO_SANDBOX_MODE"
 SANDBOX_UID = SANDBOX_GID = 65534  # nobody / nogroup, used when the pool runs as root
 INSTALL_HINT = (
     "bubblewrap (bwrap) is required to run untrusted code: install it with "
@@ -63,14 +62,11 @@ class SandboxUnavailable(RuntimeError):
 
 
 def sandbox_mode() -> Literal["bubblewrap", "rlimits"]:
-    """The isolation mode chosen by ``PRM_STUDIO_SANDBOX_MODE`` (default ``bubblewrap``)."""
-    value = os.environ.get(MODE_ENV, "bubblewrap").strip().lower()
-    if value not in ("bubblewrap", "rlimits"):
-        raise ValueError(
-            f"{MODE_ENV}={value!r} is not a sandbox mode: use 'bubblewrap' (default) or "
-            "'rlimits' (weak: resource limits only)"
-        )
-    return value  # type: ignore[return-value]
+    """The isolation mode: the setting ``PRM_STUDIO_SANDBOX_MODE`` (default ``bubblewrap``),
+    read afresh at every call so a pool started later sees a changed environment."""
+    from app.settings import Settings
+
+    return Settings().sandbox_mode
 
 
 def isolation_level() -> str:
