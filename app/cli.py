@@ -372,9 +372,14 @@ def cmd_problems_list(_args: argparse.Namespace) -> int:
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
-    from workers.sandbox import exec_jsonl
+    from workers.sandbox import RequestFileError, exec_jsonl
 
-    summary = exec_jsonl(Path(args.requests), Path(args.out), workers=args.workers)
+    if not Path(args.requests).is_file():
+        raise CliError(f"{args.requests} does not exist")
+    try:
+        summary = exec_jsonl(Path(args.requests), Path(args.out), workers=args.workers)
+    except RequestFileError as error:
+        raise CliError(str(error)) from None
     print(json.dumps(summary))
     return 0
 

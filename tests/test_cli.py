@@ -99,3 +99,26 @@ def test_non_numeric_run_id_is_a_usage_error(cli):
     done = cli("status", "abc")
     assert done.returncode == 2
     assert "run id must be an integer" in done.stderr
+
+
+def test_exec_runs_requests_in_the_sandbox_and_writes_one_result_each(cli, tmp_path: Path):
+    from tests.conftest import BWRAP, require
+
+    require(BWRAP.exists(), "bubblewrap is not installed")
+    requests = tmp_path / "requests.jsonl"
+    lines = [
+        {"id": "ok", "program": "def f(x):\n    return x + 1\n", "tests": ["assert f(1) == 2"]},
+        {"id": "bad", "program": "def f(x):\n    return x\n", "tests": ["assert f(1) == 2"]},
+    ]
+    requests.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    done = cli("exec", str(requests), "--out", str(tmp_path / "results.jsonl"), "--workers", "1")
+    assert done.returncode == 0, done.stderr
+    results = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["status"]) for r in results] == [("ok", "passed"), ("bad", "failed")]
+
+
+def test_exec_names_the_line_of_a_bad_request(cli, tmp_path: Path):
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text('{"id": "a", "program": "x = 1", "tests": ["assert x"]}\n{"id": 3}\n')
+    done = cli("exec", str(requests), "--out", str(tmp_path / "out.jsonl"))
+    assert_one_line_error(done, "requests.jsonl:2: field 'id'")
