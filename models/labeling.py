@@ -256,6 +256,8 @@ class Response:
 
 @dataclass
 class LabeledResponse:
+    """A response with its line labels and what they cost: what the prm-data job stores."""
+
     task_id: str
     response_index: int
     source_checkpoint: str
