@@ -157,7 +157,8 @@ def stored_keys(run_id: int) -> set[tuple[str, str, int]]:
 def store_labeled(
     run_id: int, step: int, problem_ids: dict[str, int], record: LabeledResponse
 ) -> None:
-    """One response: its sample row and line rows, committed together."""
+    """One response: its sample row (``step``: the checkpoint's position among the sources) and
+    its line rows, committed together."""
     from app.db import session_scope
     from app.orm import LineScore, Sample
 
