@@ -80,11 +80,13 @@ EMBEDDED: dict[str, dict[str, Any]] = {
     "micro": {
         "benchmark": {"n_train": 40, "n_test": 16, "min_steps": 2, "max_steps": 3},
         "sft": {
-            "steps": 30,
-            "batch_size": 8,
+            "steps": 80,
+            "batch_size": 16,
+            "lr": 3e-3,
+            "warmup_steps": 5,
             "eval_every": 0,
             "final_eval": False,
-            "tiny": {"n_layer": 1, "n_embd": 32, "n_head": 2, "vocab_size": 300},
+            "tiny": {"n_layer": 2, "n_embd": 64, "n_head": 2, "vocab_size": 300},
         },
         "rl": {
             "steps": 4,
