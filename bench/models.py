@@ -78,7 +78,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--n-test", type=int, default=BenchmarkConfig().n_test)
     parser.add_argument("--sample-prompts", type=int, default=256, help="prompts timed")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (0: torch's default). The tiny model's matrices are too small "
+        "to split well, and on a shared machine spinning threads cost far more than they gain",
+    )
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     bench_cfg = BenchmarkConfig(n_test=args.n_test)
     problems = generate(bench_cfg)
@@ -140,6 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
         "baseline_tokens_per_s": round(baseline_rate, 1),
         "ratio": round(ours_rate / baseline_rate, 3),
         "n_parameters": summary["n_parameters"],
+        "threads": torch.get_num_threads(),
     }
     print(json.dumps(figures))
     return figures
