@@ -121,7 +121,7 @@ def paper_table(data: Comparison) -> pd.DataFrame:
 
 def curves_figure(data: Comparison) -> go.Figure:
     bands: dict[str, list[tuple[int, float, float, float]]] = {}
-    for p in data.bands:
+    for p in sorted(data.bands, key=lambda p: _variant_order(p.group)):
         bands.setdefault(VARIANT_TITLES.get(p.group, p.group), []).append(
             (p.step, p.mean, p.low, p.high)
         )
@@ -161,7 +161,7 @@ def hacking_figure(data: Comparison) -> go.Figure | None:
     the PRM writes more, or more comment, lines (the paper's reason for neutral labels)."""
     panels: dict[str, dict[str, list[tuple[int, float]]]] = {}
     for name, points in data.hacking.items():
-        for p in points:
+        for p in sorted(points, key=lambda p: _variant_order(p.group)):
             curve = panels.setdefault(name, {}).setdefault(VARIANT_TITLES.get(p.group, p.group), [])
             curve.append((p.step, p.mean))
     if not panels:

@@ -17,7 +17,6 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import annotated_types
 import gradio as gr
 from pydantic import BaseModel, ValidationError
 
@@ -57,8 +56,6 @@ class FormField:
     widget: Widget
     default: Any
     choices: tuple[Any, ...] = ()
-    minimum: float | None = None
-    maximum: float | None = None
     optional: bool = False
     picker: str | None = None
     multiple: bool = False  # a picker for a list field
@@ -77,14 +74,15 @@ def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
     return annotation, False
 
 
-def _bounds(metadata: list[Any]) -> tuple[float | None, float | None]:
-    low = high = None
+def _range_text(metadata: list[Any]) -> str:
+    """The field's bounds for its help text, e.g. " [≥ 1, ≤ 1000]". The model enforces them
+    (so the error names the field); a bounded number box would refuse with a nameless one."""
+    parts = []
     for item in metadata:
-        if isinstance(item, annotated_types.Ge | annotated_types.Gt):
-            low = float(getattr(item, "ge", getattr(item, "gt", None)))
-        if isinstance(item, annotated_types.Le | annotated_types.Lt):
-            high = float(getattr(item, "le", getattr(item, "lt", None)))
-    return low, high
+        for attr, sign in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<")):
+            if isinstance(getattr(item, attr, None), int | float):
+                parts.append(f"{sign} {getattr(item, attr)}")
+    return f" [{', '.join(parts)}]" if parts else ""
 
 
 def _is_model(annotation: Any) -> bool:
@@ -140,10 +138,14 @@ def form_fields(
             widget = "picker"
         elif widget == "json":
             default = _json_default(default)
-        low, high = _bounds(info.metadata)
-        help_text = info.description or ""
+        elif widget in ("integer", "number") and optional:
+            # a number box cannot be empty (Gradio shows and sends 0): text, parsed by the model
+            widget, default = "text", "" if default is None else str(default)
+        help_text = (info.description or "") + _range_text(info.metadata)
         if widget == "json":
             help_text += " (JSON" + ("; empty: none)" if optional else ")")
+        elif optional and widget == "text":
+            help_text += " (empty: none)"
         fields.append(
             FormField(
                 name=f"{prefix}{name}",
@@ -152,8 +154,6 @@ def form_fields(
                 widget=widget,
                 default=default,
                 choices=choices,
-                minimum=low,
-                maximum=high,
                 optional=optional,
                 picker=picker,
                 multiple=multiple,
@@ -168,11 +168,7 @@ def render_field(field: FormField, elem_id: str | None = None) -> gr.components.
         return gr.Checkbox(value=bool(field.default), **common)
     if field.widget in ("integer", "number"):
         return gr.Number(
-            value=field.default,
-            precision=0 if field.widget == "integer" else None,
-            minimum=field.minimum,
-            maximum=field.maximum,
-            **common,
+            value=field.default, precision=0 if field.widget == "integer" else None, **common
         )
     if field.widget == "dropdown":
         return gr.Dropdown(choices=list(field.choices), value=field.default, **common)

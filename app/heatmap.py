@@ -133,7 +133,8 @@ def _row(
         f'<td class="ground-truth" style="{cell};text-align:center">'
         f"{_label(line.ground_truth)}</td>"
         f'<td class="dense-reward" style="{cell};{MONO}">{_number(line.dense_reward, 4)}</td>'
-        f'<td class="marks" style="{cell};color:#b91c1c">{" ".join(marks)}</td></tr>'
+        f'<td class="marks" style="{cell};color:#b91c1c;white-space:nowrap">'
+        f"{' '.join(marks)}</td></tr>"
     )
 
 
@@ -164,6 +165,7 @@ def heatmap_html(
         f'<div id="{safe_id}" class="prm-heatmap"'
         f"{_data('first-negative', first_bad)}{_data('error-line', error_line)}>"
         f"{legend_html()}"
-        '<table style="border-collapse:collapse;width:100%">'
-        f"<thead><tr>{header}</tr></thead><tbody>{rows}</tbody></table></div>"
+        # a narrow column (side by side) scrolls sideways instead of squeezing the code
+        '<div style="overflow-x:auto"><table style="border-collapse:collapse;min-width:100%">'
+        f"<thead><tr>{header}</tr></thead><tbody>{rows}</tbody></table></div></div>"
     )

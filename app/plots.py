@@ -57,7 +57,7 @@ def _layout(figure: go.Figure, *, title: str, height: int, revision: str) -> go.
         title=title or None,
         height=height,
         margin={"l": 50, "r": 20, "t": 60 if title else 30, "b": 40},
-        legend={"orientation": "h", "y": -0.15},
+        legend={"orientation": "v", "x": 1.02, "y": 1, "xanchor": "left"},
         template="plotly_white",
         uirevision=revision,
         hovermode="x unified",

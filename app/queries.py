@@ -137,6 +137,17 @@ def artifacts_of_kind(session: Session, *, kind: str, limit: int = 200) -> Seque
 # ----------------------------------------------------------------------------- metrics
 
 
+def metric_counts(session: Session, *, run_id: int) -> dict[str, int]:
+    """{metric name: points logged} of one run (an index-only scan of (run, name, step))."""
+    query = (
+        select(Metric.name, func.count())
+        .where(Metric.run_id == run_id)
+        .group_by(Metric.name)
+        .order_by(Metric.name)
+    )
+    return {name: int(n) for name, n in session.execute(query)}
+
+
 def metric_names_of(session: Session, *, run_ids: Sequence[int], prefix: str = "") -> list[str]:
     """Distinct metric names the runs logged (starting with ``prefix``)."""
     query = select(Metric.name).where(Metric.run_id.in_(run_ids)).distinct()

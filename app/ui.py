@@ -30,8 +30,9 @@ PRIVATE: dict[str, Any] = {"api_visibility": "private"}
 
 
 def _id(value: Any) -> int | None:
-    """A run or sample id from a Number widget (None when empty)."""
-    return None if value in (None, "") else int(value)
+    """A run or sample id from a Number widget (None when empty; Gradio shows empty as 0, and
+    ids start at 1)."""
+    return int(value) if value else None
 
 
 # ============================================================================ API endpoints
@@ -251,7 +252,6 @@ class RunTab:
     namespace: gr.Dropdown
     outputs: list[Any]
     inspect: gr.Button
-    status: gr.State
 
 
 def _hidden(count: int) -> list[Any]:
@@ -269,10 +269,14 @@ def _optional_plot(figure: Any) -> Any:
     return gr.update(visible=False) if figure is None else gr.update(value=figure, visible=True)
 
 
-LABELING_KEYS = ["figure", "metrics", "audit"]
-PRM_KEYS = ["calibration", "roc", "rerank_figure", "rerank_table", "metrics"]
-# header, details, lineage, namespace, metrics, pass rate, difficulty, status; then the panels
-RUN_OUTPUTS = 8 + 1 + len(LABELING_KEYS) + 1 + len(PRM_KEYS)
+def _optional_table(table: Any) -> Any:
+    return gr.update(visible=False) if table is None else gr.update(value=table, visible=True)
+
+
+LABELING_KEYS = ["figure", "audit"]
+PRM_KEYS = ["calibration", "roc", "rerank_figure", "rerank_table"]
+# header, details, lineage, namespace, curves, scalars, pass rate, difficulty, status; panels
+RUN_OUTPUTS = 9 + 1 + len(LABELING_KEYS) + 1 + len(PRM_KEYS)
 
 
 def render_run(run_id: Any, smoothing: float, namespace: str) -> list[Any]:
@@ -292,6 +296,7 @@ def render_run(run_id: Any, smoothing: float, namespace: str) -> list[Any]:
         render.lineage_markdown(views.lineage(rid)),
         gr.Dropdown(choices=[ALL, *namespaces], value=chosen),
         views.run_metrics_figure(rid, smoothing, "" if chosen == ALL else chosen),
+        _optional_table(views.run_scalars(rid)),
         _optional_plot(views.pass_rate_figure(rid, smoothing)),
         _optional_plot(views.difficulty_figure(rid)),
         summary["status"],
@@ -320,14 +325,12 @@ def _labeling_panel() -> tuple[gr.Column, list[Any]]:
         gr.Markdown("### Labeling cost and audit")
         with gr.Row():
             cost = gr.Plot(label="completions per failing response", elem_id="labeling-cost")
-            with gr.Column():
-                metrics = gr.Dataframe(interactive=False, label="labeling metrics")
-                audit = gr.Dataframe(
-                    interactive=False,
-                    label="label audit: search labels (rows) against ground truth (columns)",
-                    elem_id="label-audit",
-                )
-    return column, [cost, metrics, audit]
+            audit = gr.Dataframe(
+                interactive=False,
+                label="label audit: lines by search label (rows) and ground truth (columns)",
+                elem_id="label-audit",
+            )
+    return column, [cost, audit]
 
 
 def _prm_panel() -> tuple[gr.Column, list[Any]]:
@@ -338,10 +341,10 @@ def _prm_panel() -> tuple[gr.Column, list[Any]]:
             roc = gr.Plot(label="ROC", elem_id="prm-roc")
         with gr.Row():
             rerank = gr.Plot(label="best-of-K", elem_id="prm-rerank")
-            with gr.Column():
-                table = gr.Dataframe(interactive=False, label="best-of-K", elem_id="prm-bok")
-                metrics = gr.Dataframe(interactive=False, label="prm/ metrics")
-    return column, [calibration, roc, rerank, table, metrics]
+            table = gr.Dataframe(
+                interactive=False, label="best-of-K pass rate of the pick", elem_id="prm-bok"
+            )
+    return column, [calibration, roc, rerank, table]
 
 
 def run_tab() -> RunTab:
@@ -361,6 +364,9 @@ def run_tab() -> RunTab:
         smoothing = gr.Slider(0.0, 0.99, value=0.0, step=0.01, label="EMA smoothing", elem_id="ema")
         namespace = gr.Dropdown([ALL], value=ALL, label="namespace", elem_id="metric-namespace")
     chart = gr.Plot(label="metrics", elem_id="run-metrics")
+    scalars = gr.Dataframe(
+        interactive=False, visible=False, label="metrics logged once", elem_id="run-scalars"
+    )
     with gr.Row():
         pass_rate = gr.Plot(label="pass rate (group siblings overlaid)", elem_id="run-pass-rate")
         difficulty = gr.Plot(label="long horizon: pass@1 by difficulty", elem_id="run-difficulty")
@@ -373,6 +379,7 @@ def run_tab() -> RunTab:
         lineage,
         namespace,
         chart,
+        scalars,
         pass_rate,
         difficulty,
         status,
@@ -391,7 +398,7 @@ def run_tab() -> RunTab:
         widget.input(render_run, inputs=inputs, outputs=outputs, show_progress="hidden", **PRIVATE)
     cancel.click(cancel_run, inputs=run_id, outputs=action, api_name="cancel_run")
     again.click(run_again, inputs=run_id, outputs=action, api_name="run_again")
-    return RunTab(run_id, smoothing, namespace, outputs, inspect, status)
+    return RunTab(run_id, smoothing, namespace, outputs, inspect)
 
 
 # ============================================================================ Inspect tab
@@ -482,11 +489,12 @@ def _adhoc() -> None:
 
 def inspect_tab() -> InspectTab:
     with gr.Row():
-        run_filter = gr.Number(label="run", precision=0, elem_id="samples-run")
-        step = gr.Number(label="step", precision=0)
-        task = gr.Textbox(label="task id")
+        # text boxes, not numbers: an empty filter means "any", and Gradio shows 0 for None
+        run_filter = gr.Textbox(label="run", placeholder="any", elem_id="samples-run")
+        step = gr.Textbox(label="step", placeholder="any", elem_id="samples-step")
+        task = gr.Textbox(label="task id", placeholder="any", elem_id="samples-task")
         outcome = gr.Dropdown(["", "passed", "failed"], value="", label="passed / failed")
-        difficulty = gr.Number(label="difficulty", precision=0)
+        difficulty = gr.Textbox(label="difficulty", placeholder="any", elem_id="samples-difficulty")
         page = gr.Number(value=1, precision=0, minimum=1, label="page")
         search = gr.Button("Search", elem_id="samples-search")
     summary = gr.Markdown(elem_id="samples-summary")
@@ -504,6 +512,7 @@ def inspect_tab() -> InspectTab:
     heatmap = gr.HTML(elem_id="sample-heatmap")
     meta = gr.JSON(label="sample metadata")
     same = gr.Dataframe(
+        headers=views.SAME_PROBLEM_COLUMNS,
         interactive=False,
         elem_id="same-problem",
         label="same problem in other runs (click: show side by side)",
@@ -638,7 +647,7 @@ def build_ui() -> gr.Blocks:
             **PRIVATE,
         )
         run.inspect.click(
-            lambda rid: (rid, gr.Tabs(selected="inspect")),
+            lambda rid: (str(int(rid)) if rid else "", gr.Tabs(selected="inspect")),
             inputs=run.run_id,
             outputs=[inspect.run_filter, tabs],
             **PRIVATE,

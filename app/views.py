@@ -40,6 +40,7 @@ SAMPLE_COLUMNS = [
     "lines",
     "min PRM",
 ]
+SAME_PROBLEM_COLUMNS = ["id", "run", "kind", "name", "step", "mode", "verdict"]
 PAGE_SIZE = 50
 COUNT_CAP = 10_000
 PASS_RATE_METRICS = ("eval/pass@1_sampled", "eval/pass@1_greedy", "rollout/pass_rate")
@@ -87,7 +88,8 @@ def progress_bar(progress: float, width: int = 10) -> str:
 
 
 def _int_or_none(value: Any) -> int | None:
-    if value is None or value == "":
+    """A filter's number; empty (or blank text) means no filter."""
+    if value is None or str(value).strip() == "":
         return None
     return int(float(value))
 
@@ -275,16 +277,34 @@ def metric_namespaces(run_id: int) -> list[str]:
 
 
 def run_metrics_figure(run_id: int, smoothing: float = 0.0, namespace: str = "") -> go.Figure:
-    """Every metric of the run (or of one namespace) as its own zoomable curve, grouped by
-    namespace; curves come downsampled from SQL."""
+    """Every metric of the run logged more than once (or those of one namespace) as its own
+    zoomable curve, grouped by namespace; curves come downsampled from SQL. Metrics logged
+    once are numbers, not curves: ``run_scalars`` lists them."""
     with read_session() as session:
-        names = crud.metric_names(session, run_id=run_id)
+        counts = queries.metric_counts(session, run_id=run_id)
+        names = [name for name, n in counts.items() if n > 1]
         if namespace:
             names = [name for name in names if namespace_of(name) == namespace]
         series = {name: crud.metric_series(session, run_id=run_id, name=name) for name in names}
+    if not series and counts:
+        return plots.empty_figure("no curves here: these metrics were logged once (see the table)")
     return plots.metrics_grid(
         series, smoothing=smoothing, title=f"run {run_id} metrics", revision=f"run-{run_id}"
     )
+
+
+def run_scalars(run_id: int) -> pd.DataFrame | None:
+    """The metrics a run logged once (a labeling job's costs, a PRM's AUC, …) as a table;
+    None when there are none."""
+    with read_session() as session:
+        once = [
+            n for n, count in queries.metric_counts(session, run_id=run_id).items() if count == 1
+        ]
+        values = queries.final_values(session, run_ids=[run_id], names=once)
+    if not values:
+        return None
+    rows = [[name, round(value, 4)] for (_, name), value in sorted(values.items())]
+    return pd.DataFrame(rows, columns=["metric", "value"])
 
 
 def _label(run: Run) -> str:
@@ -357,30 +377,18 @@ def difficulty_figure(run_id: int) -> go.Figure | None:
 # ============================================================================ kind panels
 
 
-def _metric_table(values: dict[str, float]) -> pd.DataFrame:
-    return pd.DataFrame(
-        [[name, round(value, 4)] for name, value in sorted(values.items())],
-        columns=["metric", "value"],
-    )
-
-
-def _latest(session, run_id: int, prefix: str) -> dict[str, float]:
-    names = queries.metric_names_of(session, run_ids=[run_id], prefix=prefix)
-    found = queries.final_values(session, run_ids=[run_id], names=names)
-    return {name: value for (_, name), value in found.items()}
-
-
 def labeling_panel(run_id: int) -> dict[str, Any] | None:
     """A prm-data run's labeling cost (completions per failing response against a linear
-    scan) and label audit (search labels against ground truth); None without labeling data."""
+    scan, by response length) and label audit (search labels against ground truth, line by
+    line); None without labelled responses. Its ``labeling/…`` numbers are in
+    ``run_scalars``."""
     with read_session() as session:
         run = crud.get_run(session, run_id=run_id)
         if run.kind != "prm-data":
             return None
-        metrics = _latest(session, run_id, "labeling/")
         by_length = queries.labeling_cost_by_length(session, run_id=run_id)
         confusion = queries.label_confusion(session, run_id=run_id)
-    if not metrics and not by_length and not confusion:
+    if not by_length and not confusion:
         return None
     k = int(run.config.get("k", 1) or 1)
     audit = pd.DataFrame(
@@ -393,11 +401,7 @@ def labeling_panel(run_id: int) -> dict[str, Any] | None:
         ],
         columns=["search label \\ truth", "+1", "0", "-1"],
     )
-    return {
-        "figure": plots.labeling_cost_figure(by_length, k),
-        "metrics": _metric_table(metrics),
-        "audit": audit if confusion else None,
-    }
+    return {"figure": plots.labeling_cost_figure(by_length, k), "audit": audit}
 
 
 def roc_points(scored: Sequence[tuple[float, bool]]) -> list[tuple[float, float]]:
@@ -420,26 +424,28 @@ def _auc(points: Sequence[tuple[float, float]]) -> float:
 
 
 def prm_panel(run_id: int) -> dict[str, Any] | None:
-    """A prm-train run's evaluation: calibration, ROC, best-of-K reranking and the ``prm/…``
-    metrics. The ROC is the result's own (``result["roc"]``: line-level, held-out labels)
-    when present, else the response-level one of the stored samples (lowest code-line score
-    against passing). None when the run has none of these."""
+    """A prm-train run's evaluation: calibration, ROC and best-of-K reranking (its ``prm/…``
+    numbers are in ``run_scalars``). The ROC is the result's own (``result["roc"]``: lines,
+    held-out labels) when present, else the response-level one of the stored samples (lowest
+    code-line score against passing). None when the run has none of these."""
     with read_session() as session:
         run = crud.get_run(session, run_id=run_id)
         if run.kind != "prm-train":
             return None
-        metrics = _latest(session, run_id, "prm/")
+        auc = queries.final_values(session, run_ids=[run_id], names=["prm/auc"]).get(
+            (run_id, "prm/auc")
+        )
         scored = queries.response_scores(session, run_id=run_id)
     result = run.result or {}
     calibration = result.get("calibration") or []
     table = (result.get("rerank") or {}).get("table") or {}
     if result.get("roc"):
         points = [(float(p[0]), float(p[1])) for p in result["roc"]]
-        roc_title, auc = "ROC (lines)", metrics.get("prm/auc")
+        roc_title = "ROC (lines)"
     else:
         points = roc_points(scored)
         roc_title, auc = "ROC (responses: lowest line score vs passing)", _auc(points)
-    if not (metrics or calibration or table or points):
+    if not (calibration or table or points):
         return None
     rerank_rows = [
         [int(k), *[round(row.get(name, float("nan")), 4) for name in sorted(row)]]
@@ -451,7 +457,6 @@ def prm_panel(run_id: int) -> dict[str, Any] | None:
         "roc": plots.roc_figure(points, auc=auc, title=roc_title),
         "rerank_figure": plots.rerank_figure(table),
         "rerank_table": pd.DataFrame(rerank_rows, columns=rerank_columns),
-        "metrics": _metric_table(metrics),
     }
 
 
@@ -507,7 +512,7 @@ def problem_sets_table() -> pd.DataFrame:
                 ps.name,
                 ps.source,
                 ps.n_problems,
-                (ps.meta or {}).get("splits", {}),
+                ", ".join(f"{k} {v}" for k, v in ((ps.meta or {}).get("splits") or {}).items()),
                 _when(ps.created_at),
             ]
             for ps in queries.problem_sets(session)
@@ -635,7 +640,7 @@ def sample_heatmap(sample_id: int, element_id: str = "heatmap") -> str:
 def same_problem_table(sample_id: int) -> pd.DataFrame:
     """Other samples of the sample's problem (across runs and checkpoints), to pick one for
     the side-by-side view."""
-    columns = ["id", "run", "kind", "name", "step", "mode", "verdict"]
+    columns = SAME_PROBLEM_COLUMNS
     with read_session() as session:
         found = queries.get_sample(session, sample_id=sample_id)
         if found is None or found[0].problem_id is None:

@@ -1,9 +1,10 @@
-"""Every launch action is a named Gradio endpoint: submit through ``gradio_client`` and read
-the status back, as a script on another machine would."""
+"""Every launch action is a named Gradio endpoint: submit through ``gradio_client``, read the
+status back and run a run again, as a script on another machine would."""
 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from gradio_client import Client
@@ -29,7 +30,10 @@ def test_submit_and_status_through_gradio_client(tmp_path):
         assert status["kind"] == "healthcheck" and status["progress"] == 1.0
 
         launched = client.predict("via form", 1, 0.0, False, api_name="/launch_healthcheck")
-        assert "run" in launched
+        assert re.search(r"run \d+", launched)
+        again = client.predict(run_id, api_name="/run_again")
+        copy = client.predict(int(re.search(r"run (\d+)", again).group(1)), api_name="/run_status")
+        assert copy["parent_id"] == run_id and copy["config"]["steps"] == 2
 
         with pytest.raises(Exception, match="steps"):
             client.predict("healthcheck", '{"steps": 0}', api_name="/submit_job")
