@@ -13,13 +13,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, model_validator
 
 from models.prm_config import PRMTrainConfig, RerankConfig
 from workers.jobs_policy import ProblemSource, load_source
 from workers.jobs_rl import required_artifact
+
+if TYPE_CHECKING:  # torch stays out of this module's imports: the registry imports it
+    from models.ppo import RolloutRecord
+    from models.prm import PooledResponse
 
 
 class PRMJobConfig(PRMTrainConfig):
@@ -53,7 +57,7 @@ class PRMJobConfig(PRMTrainConfig):
         return self
 
 
-def pool_samples(step: int, pool: list[Any]) -> list[Any]:
+def pool_samples(step: int, pool: list[PooledResponse]) -> list[RolloutRecord]:
     """Reranking-pool responses as stored samples, each line with its PRM score."""
     from models.ppo import eval_record
 
