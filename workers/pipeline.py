@@ -108,18 +108,21 @@ EMBEDDED: dict[str, dict[str, Any]] = {
         },
         "prm": {"steps": 10, "eval_every": 5, "rerank": {"n_problems": 4}},
     },
+    # sized so that one RL run is a few minutes on 2 CPU cores: 20 iterations of 32 rollouts,
+    # the pass-rate curve at 0/10/20 on all 500 held-out problems (greedy + one sample)
     "small": {
         "benchmark": {},
         "sft": {},
         "rl": {
-            "steps": 40,
-            "problems_per_step": 16,
+            "steps": 20,
+            "problems_per_step": 8,
             "samples_per_problem": 4,
+            "minibatch_size": 16,
             "eval_every": 10,
             "eval_problems": 500,
-            "checkpoint_every": 10,
+            "checkpoint_every": 5,
         },
-        "prm_data": {"n_responses": 4, "k": 8, "max_problems": 300},
+        "prm_data": {"n_responses": 4, "k": 8, "max_problems": 200},
         "prm": {"rerank": {"n_problems": 64}},
     },
     "full": {
