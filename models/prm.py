@@ -322,6 +322,23 @@ def roc_auc(scores: Sequence[float], positive: Sequence[bool]) -> float:
     return float((midranks(s)[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def roc_curve(
+    scores: Sequence[float], positive: Sequence[bool], max_points: int = 201
+) -> list[tuple[float, float]]:
+    """(false-positive rate, true-positive rate) as the threshold falls through every distinct
+    score, from (0, 0) to (1, 1): ties move both rates at once, so the trapezoid area is
+    ``roc_auc``. Thinned to about ``max_points`` for storing with a run."""
+    s, y = np.asarray(scores, dtype=float), np.asarray(positive, dtype=bool)
+    order = np.argsort(-s, kind="stable")
+    s, y = s[order], y[order]
+    ends = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]  # the last index of each tie group
+    tp = np.cumsum(y)[ends]
+    fp = ends + 1 - tp
+    keep = np.unique(np.linspace(0, len(ends) - 1, min(len(ends), max_points)).astype(int))
+    points = zip(fp[keep] / max(fp[-1], 1), tp[keep] / max(tp[-1], 1), strict=True)
+    return [(0.0, 0.0), *((float(f), float(t)) for f, t in points)]
+
+
 def first_error(scores: Sequence[float], neutral: Sequence[bool]) -> int | None:
     """The 1-based line the PRM first scores below 0 (neutral lines skipped), or None."""
     for index, (score, is_blank) in enumerate(zip(scores, neutral, strict=True)):
@@ -371,8 +388,9 @@ def label_metrics(
     labels: Sequence[Sequence[int]],
     neutral: Sequence[Sequence[bool]],
     bins: int,
-) -> tuple[dict[str, float], list[dict[str, float]]]:
-    """``prm/…`` metrics of per-line scores against held-out labels, and the calibration curve.
+) -> tuple[dict[str, float], list[dict[str, float]], list[tuple[float, float]]]:
+    """``prm/…`` metrics of per-line scores against held-out labels, the calibration curve
+    and the ROC curve.
 
     Accuracy and AUC use labelled lines only (label 0 — neutral — excluded); a line is called
     positive when its score is ≥ 0. First-error localisation is scored on failing responses
@@ -387,6 +405,7 @@ def label_metrics(
     line_scores = [s for s, _ in flat]
     positive = [y > 0 for _, y in flat]
     curve, ece = calibration_curve(line_scores, positive, bins)
+    roc = roc_curve(line_scores, positive)
     hits = []  # (exact, within one line) per failing response
     for ss, ys, ns in zip(scores, labels, neutral, strict=True):
         if -1 not in ys:
@@ -405,7 +424,7 @@ def label_metrics(
     if hits:
         metrics["prm/first_error_exact"] = float(np.mean([exact for exact, _ in hits]))
         metrics["prm/first_error_within1"] = float(np.mean([near for _, near in hits]))
-    return metrics, curve
+    return metrics, curve, roc
 
 
 def best_of_k(scores: Sequence[float], passed: Sequence[bool], k: int) -> float:
@@ -504,6 +523,7 @@ class PRMResult:
     counts: dict[str, int]
     metrics: dict[str, float]  # prm/… on the validation labels
     calibration: list[dict[str, float]]
+    roc: list[tuple[float, float]]  # (false-positive rate, true-positive rate), lines
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -516,6 +536,7 @@ class PRMResult:
             **self.counts,
             "metrics": finite(self.metrics),
             "calibration": self.calibration,
+            "roc": self.roc,
         }
 
 
@@ -635,7 +656,7 @@ def train_prm(
     scores = [to_scores(torch.tensor(r), cfg.loss).tolist() for r in raw]
     neutral = [[is_neutral(line) for line in r.completions] for r in val_records]
     labels = [e.labels for e in val]
-    metrics, curve = label_metrics(scores, labels, neutral, cfg.calibration_bins)
+    metrics, curve, roc = label_metrics(scores, labels, neutral, cfg.calibration_bins)
     metrics["prm/val_loss"] = best_loss
     reporter.metrics(best_step, finite(metrics))
     checkpoint = save_prm(
@@ -651,6 +672,7 @@ def train_prm(
         counts=counts,
         metrics=metrics,
         calibration=curve,
+        roc=roc,
     )
 
 

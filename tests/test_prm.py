@@ -36,6 +36,7 @@ from models.prm import (
     rerank_metrics,
     response_score,
     roc_auc,
+    roc_curve,
     save_prm,
     score_responses,
     split_by_problem,
@@ -277,7 +278,7 @@ def test_first_error_calibration_and_label_metrics():
     assert [(c["lo"], c["count"], c["observed"]) for c in curve] == [(0.0, 2, 0.5), (0.5, 2, 1.0)]
     assert ece == pytest.approx(0.5 * abs(0.025 - 0.5) + 0.5 * abs(0.975 - 1.0))
 
-    metrics, _ = label_metrics(
+    metrics, _, roc = label_metrics(
         scores=[[0.8, 0.0, -0.4, -0.6], [0.7, 0.9]],
         labels=[[1, 0, 1, -1], [1, 1]],
         neutral=[[False, True, False, False], [False, False]],
@@ -289,6 +290,18 @@ def test_first_error_calibration_and_label_metrics():
     assert metrics["prm/n_failing"] == 1
     assert metrics["prm/first_error_exact"] == 0.0  # guessed line 3, truth line 4
     assert metrics["prm/first_error_within1"] == 1.0
+    assert roc[0] == (0.0, 0.0) and roc[-1] == (1.0, 1.0)
+
+
+def test_the_roc_curve_has_the_auc_as_its_area():
+    rng = np.random.default_rng(2)
+    for size in (12, 500):
+        scores = rng.integers(0, 6, size=size).tolist()  # ties: diagonal steps
+        positive = (rng.random(size) < 0.6).tolist()
+        points = roc_curve(scores, positive)
+        area = sum((x1 - x0) * (y0 + y1) / 2 for (x0, y0), (x1, y1) in itertools.pairwise(points))
+        assert area == pytest.approx(roc_auc(scores, positive))
+    assert roc_curve([0.1, 0.9, 0.5], [False, True, True]) == [(0, 0), (0, 0.5), (0, 1), (1, 1)]
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -318,7 +331,7 @@ def test_a_tiny_prm_beats_a_constant_predictor(benchmark_records, tiny_policy, t
     assert result.checkpoint.name == f"step_{result.best_step:06d}"
     assert (result.checkpoint / PRM_JSON).is_file()
     summary = result.summary()
-    assert summary["n_val_problems"] == 80 and summary["calibration"]
+    assert summary["n_val_problems"] == 80 and summary["calibration"] and summary["roc"]
     assert reporter.series("prm/auc") == [(result.best_step, result.metrics["prm/auc"])]
 
 
