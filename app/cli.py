@@ -95,17 +95,19 @@ def parse_run_id(text: str) -> int:
 
 def cmd_migrate(_args: argparse.Namespace) -> int:
     ensure_database()
+    from app.security import masked_url
     from app.settings import get_settings
 
-    print(f"database at head: {get_settings().database_url}")
+    print(f"database at head: {masked_url(get_settings().database_url)}")
     return 0
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from workers.registry import get_kind, validate_config
+    from workers.registry import get_kind
+    from workers.runner import checked_config
 
     config = read_config_file(args.config)
-    validate_config(get_kind(args.kind), config)  # fail before anything is written
+    checked_config(get_kind(args.kind), config)  # fail before anything is written
     ensure_database()
     from workers.runner import submit
 
@@ -207,10 +209,15 @@ def stop_process_group(process: subprocess.Popen, grace_s: float = 10.0) -> None
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from app.security import ExposureError, check_exposure
     from app.settings import get_settings
 
     settings = get_settings()
     host, port = args.host or settings.host, args.port or settings.port
+    try:
+        auth = check_exposure(host, settings)
+    except ExposureError as error:
+        raise CliError(str(error)) from None
     ensure_database()
     worker = None
     if not args.no_worker:
@@ -225,7 +232,14 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     demo = build_ui()
     try:
-        demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True)
+        demo.launch(
+            server_name=host,
+            server_port=port,
+            prevent_thread_lock=True,
+            quiet=True,
+            auth=auth,
+            max_file_size=f"{settings.max_upload_mb}mb",
+        )
         print(f"PRM Studio is running at http://{host}:{port} (Ctrl+C to stop)", flush=True)
         while not stop.wait(1.0):
             if worker is not None and worker.poll() is not None:

@@ -7,13 +7,14 @@ an SQLite database and an SQLite-backed Celery broker inside ``DATA_DIR``. Produ
 
 from __future__ import annotations
 
+import json
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def _default_data_dir() -> Path:
@@ -58,6 +59,24 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Address the dashboard listens on.")
     port: int = Field(default=7860, ge=1, le=65535, description="Port of the dashboard.")
+    auth_user: str | None = Field(
+        default=None, description="Dashboard login (required to bind beyond 127.0.0.1)."
+    )
+    auth_password: SecretStr | None = Field(
+        default=None, description="Password of AUTH_USER (from the environment, never argv)."
+    )
+    auth_file: Path | None = Field(
+        default=None, description="A secrets file of 'user:password' lines (alternative)."
+    )
+    path_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="Extra folders job configs may name (models, datasets); DATA_DIR, "
+        "ARTIFACTS_DIR and the working directory are always allowed. JSON list or "
+        "os.pathsep-separated.",
+    )
+    max_upload_mb: int = Field(
+        default=100, ge=1, le=10_000, description="Largest dataset upload the dashboard takes."
+    )
     worker_concurrency: int = Field(
         default=1, ge=1, description="Jobs one worker process runs at once (one per GPU)."
     )
@@ -82,6 +101,15 @@ class Settings(BaseSettings):
         ge=1,
         description="Retry policy: how many times a run is started before a loss fails it.",
     )
+
+    @field_validator("path_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: object) -> object:
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
+            return [part for part in value.split(os.pathsep) if part]
+        return value
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:

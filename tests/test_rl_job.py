@@ -105,7 +105,7 @@ def test_a_sweep_is_one_group_of_variant_by_seed_runs(data_dir, monkeypatch):
     monkeypatch.setattr(TASKS["rl"], "apply_async", lambda *a, **k: None)  # no broker needed
     ids = runner.submit_sweep(
         "rl",
-        {"policy": "/p", "prm": "/q"},
+        {"policy": str(data_dir / "sft"), "prm": str(data_dir / "prm")},
         field="variant",
         values=["baseline", "dense", "value-init", "dense+value-init"],
         seeds=[0, 1, 2],

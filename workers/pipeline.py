@@ -229,13 +229,13 @@ def reproduce(cfg: ReproduceConfig) -> list[StageRun]:
 
     from app.db import read_session
     from app.orm import Run, RunStatus
-    from workers.registry import get_kind, validate_config
-    from workers.runner import submit
+    from workers.registry import get_kind
+    from workers.runner import checked_config, submit
 
     stages = plan(cfg)
     for stage in stages:  # every config validates before any run is stored
         placeholders = {name: 1 for name in stage.refs}
-        validate_config(get_kind(stage.kind), {**stage.config, **placeholders})
+        checked_config(get_kind(stage.kind), {**stage.config, **placeholders})
     with read_session() as session:
         previous = {
             run.name: run
@@ -248,7 +248,7 @@ def reproduce(cfg: ReproduceConfig) -> list[StageRun]:
     out: list[StageRun] = []
     for stage in stages:
         config = {**stage.config, **{name: ids[ref] for name, ref in stage.refs.items()}}
-        canonical = validate_config(get_kind(stage.kind), config).model_dump(mode="json")
+        canonical = checked_config(get_kind(stage.kind), config).model_dump(mode="json")
         old = previous.get(stage.key)
         if old is not None and old.status in alive and old.config == canonical:
             ids[stage.key] = old.id

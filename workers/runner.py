@@ -25,9 +25,10 @@ from pydantic import BaseModel
 from app import crud
 from app.db import session_scope
 from app.orm import Run, RunStatus
+from app.security import PathNotAllowed, check_paths
 from app.settings import get_settings
 from workers import heartbeat
-from workers.registry import get_kind, validate_config
+from workers.registry import ConfigError, JobKind, get_kind, validate_config
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,17 @@ class JobContext:
             )
 
 
+def checked_config(kind: JobKind, raw: dict[str, Any]) -> BaseModel:
+    """What every entry point (CLI, dashboard, API) accepts: a config that validates and whose
+    path fields stay inside the allowed folders; else a ConfigError naming the field."""
+    cfg = validate_config(kind, raw)
+    try:
+        check_paths(cfg, get_settings())
+    except PathNotAllowed as error:
+        raise ConfigError(kind.name, [str(error)]) from None
+    return cfg
+
+
 def submit(
     kind_name: str,
     config: dict[str, Any] | None = None,
@@ -86,7 +98,7 @@ def submit(
     With ``depends_on``, the run waits until those runs succeed (it is enqueued by the last of
     them to finish, see ``execute_run``), and fails if one of them does not."""
     kind = get_kind(kind_name)
-    cfg = validate_config(kind, config or {})
+    cfg = checked_config(kind, config or {})
     with session_scope() as session:
         for dependency in depends_on or []:
             crud.get_run(session, run_id=dependency)  # RunNotFound before anything is stored
@@ -161,7 +173,7 @@ def submit_sweep(
     kind = get_kind(kind_name)
     configs = [{**config, field: value, "seed": seed} for value in values for seed in seeds]
     for each in configs:
-        validate_config(kind, each)
+        checked_config(kind, each)
     return [
         submit(kind_name, each, name=f"{each[field]} seed {each['seed']}", group_name=group_name)
         for each in configs
