@@ -175,7 +175,7 @@ def render_field(field: FormField, elem_id: str | None = None) -> gr.components.
     if field.widget == "picker":
         return gr.Dropdown(
             choices=[],
-            value=field.default if field.default not in (None, []) else None,
+            value=field.default,
             multiselect=field.multiple,
             allow_custom_value=True,
             **common,

@@ -8,6 +8,7 @@ rest of the UI's events are private.
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,21 +71,25 @@ def cancel_run(run_id: float | None) -> str:
         raise gr.Error(str(error)) from None
 
 
-def run_again(run_id: float | None) -> str:
-    """Submit a copy of a run (same kind, config and group); its parent is the original."""
-    if _id(run_id) is None:
-        return "Open a run first."
+def run_again(run_id: int) -> int:
+    """Submit a copy of a run (same kind, config and group) whose parent is the original;
+    returns the new run's id."""
     try:
-        return (
-            f"Submitted **run {actions.run_again(int(run_id))}** with run {int(run_id)}'s config."
-        )
+        return actions.run_again(int(run_id))
     except (RunNotFound, ConfigError) as error:
         raise gr.Error(str(error)) from None
 
 
-def reproduce_paper() -> str:
-    """Start the paper's pipeline in a new group (stage 1, SFT, today) and say what follows."""
-    return render.paper_markdown(actions.reproduce_paper())
+def _run_again_message(run_id: float | None) -> str:
+    if _id(run_id) is None:
+        return "Open a run first."
+    return f"Submitted **run {run_again(int(run_id))}** with run {int(run_id)}'s config."
+
+
+def reproduce_paper() -> dict[str, Any]:
+    """Start the paper's pipeline in a new group — today stage 1 (SFT) — and list the stages
+    that follow: ``{"group", "submitted": [{"stage", "kind", "run_id"}], "next": [...]}``."""
+    return actions.reproduce_paper()
 
 
 def validate_dataset(file: str | None) -> tuple[str, Any]:
@@ -151,7 +156,14 @@ def _launcher(kind: JobKind, fields: list[FormField]) -> Callable[..., str]:
         return launch_message(kind, name, config)
 
     launch.__name__ = f"launch_{kind.name}"
-    launch.__doc__ = f"Launch a {kind.title} run: the run name, then the form's fields in order."
+    launch.__doc__ = f"Launch a {kind.title} run: the run name, then the form's fields."
+    # named parameters with the form's defaults (data.benchmark.seed → data__benchmark__seed)
+    # document the endpoint and let a client pass only what it changes, by keyword
+    keyword = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    launch.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter("name", keyword, default="", annotation=str)]
+        + [inspect.Parameter(f.name.replace(".", "__"), keyword, default=f.default) for f in fields]
+    )
     return launch
 
 
@@ -168,7 +180,7 @@ def _validator(kind: JobKind, fields: list[FormField]) -> Callable[..., list[dic
 def _kind_form(kind: JobKind, pickers: list[tuple[str, gr.Dropdown]]) -> None:
     gr.Markdown(kind.description)
     fields = form_fields(kind.config)
-    name = gr.Textbox(label="run name (optional)", elem_id=f"{kind.name}-run-name")
+    name = gr.Textbox(value="", label="run name (optional)", elem_id=f"{kind.name}-run-name")
     widgets = render_form(fields, kind.name)
     pickers += [(f.picker, w) for f, w in zip(fields, widgets, strict=True) if f.picker]
     button = gr.Button(f"Launch {kind.title}", variant="primary", elem_id=f"launch-{kind.name}")
@@ -228,7 +240,7 @@ def launch_tab(tab: gr.Tab) -> None:
         paper = gr.Button("Reproduce the paper", variant="primary", elem_id="reproduce-paper")
         refresh = gr.Button("Refresh run and checkpoint choices", elem_id="refresh-pickers")
     paper_outcome = gr.Markdown(elem_id="reproduce-paper-outcome")
-    paper.click(reproduce_paper, outputs=paper_outcome, api_name="reproduce_paper")
+    paper.click(lambda: render.paper_markdown(reproduce_paper()), outputs=paper_outcome, **PRIVATE)
     pickers: list[tuple[str, gr.Dropdown]] = []
     for index, kind in enumerate(JOB_KINDS.values()):
         with gr.Accordion(kind.title, open=index == 0):
@@ -397,7 +409,7 @@ def run_tab() -> RunTab:
     for widget in (smoothing, namespace):
         widget.input(render_run, inputs=inputs, outputs=outputs, show_progress="hidden", **PRIVATE)
     cancel.click(cancel_run, inputs=run_id, outputs=action, api_name="cancel_run")
-    again.click(run_again, inputs=run_id, outputs=action, api_name="run_again")
+    again.click(_run_again_message, inputs=run_id, outputs=action, **PRIVATE)
     return RunTab(run_id, smoothing, namespace, outputs, inspect)
 
 
@@ -457,7 +469,7 @@ def adhoc_score(prm: str | None, problem_set: str | None, task_id: str, code: st
         raise gr.Error(str(error)) from None
 
 
-def _adhoc() -> None:
+def _adhoc(tab: gr.Tab) -> None:
     with gr.Accordion("Ad-hoc: score pasted code with a PRM", open=False):
         with gr.Row():
             prm = gr.Dropdown(
@@ -475,8 +487,7 @@ def _adhoc() -> None:
         )
         button = gr.Button("Score", elem_id="adhoc-score")
         heatmap = gr.HTML(elem_id="adhoc-heatmap")
-        choices = gr.Button("Refresh choices", size="sm")
-    choices.click(
+    tab.select(
         lambda: (
             gr.Dropdown(choices=views.picker_choices("prm-checkpoints")),
             gr.Dropdown(choices=views.picker_choices("problem-sets")),
@@ -487,7 +498,7 @@ def _adhoc() -> None:
     button.click(adhoc_score, inputs=[prm, problem_set, task_id, code], outputs=heatmap, **PRIVATE)
 
 
-def inspect_tab() -> InspectTab:
+def inspect_tab(tab: gr.Tab) -> InspectTab:
     with gr.Row():
         # text boxes, not numbers: an empty filter means "any", and Gradio shows 0 for None
         run_filter = gr.Textbox(label="run", placeholder="any", elem_id="samples-run")
@@ -525,7 +536,7 @@ def inspect_tab() -> InspectTab:
         with gr.Row():
             html_a = gr.HTML(elem_id="side-a")
             html_b = gr.HTML(elem_id="side-b")
-    _adhoc()
+    _adhoc(tab)
 
     filters = [run_filter, step, task, outcome, difficulty, page]
     sample_outputs = [header, prompt, heatmap, meta, same]
@@ -630,8 +641,8 @@ def build_ui() -> gr.Blocks:
                 launch_tab(tab)
             with gr.Tab("Run", id="run"):
                 run = run_tab()
-            with gr.Tab("Inspect", id="inspect"):
-                inspect = inspect_tab()
+            with gr.Tab("Inspect", id="inspect") as tab:
+                inspect = inspect_tab(tab)
             with gr.Tab("Compare", id="compare") as tab:
                 compare_tab(tab)
             with gr.Tab("Workers", id="workers") as tab:
@@ -654,4 +665,6 @@ def build_ui() -> gr.Blocks:
         ).then(inspect.search, inputs=inspect.filters, outputs=inspect.table_outputs, **PRIVATE)
         gr.api(submit_job, api_name="submit_job")
         gr.api(run_status, api_name="run_status")
+        gr.api(run_again, api_name="run_again")
+        gr.api(reproduce_paper, api_name="reproduce_paper")
     return demo

@@ -31,8 +31,9 @@ def test_submit_and_status_through_gradio_client(tmp_path):
 
         launched = client.predict("via form", 1, 0.0, False, api_name="/launch_healthcheck")
         assert re.search(r"run \d+", launched)
-        again = client.predict(run_id, api_name="/run_again")
-        copy = client.predict(int(re.search(r"run (\d+)", again).group(1)), api_name="/run_status")
+        by_keyword = client.predict(steps=1, step_seconds=0.0, api_name="/launch_healthcheck")
+        assert re.search(r"run \d+", by_keyword)
+        copy = client.predict(client.predict(run_id, api_name="/run_again"), api_name="/run_status")
         assert copy["parent_id"] == run_id and copy["config"]["steps"] == 2
 
         with pytest.raises(Exception, match="steps"):

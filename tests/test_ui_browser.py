@@ -240,14 +240,25 @@ def seed_dashboard() -> dict[str, int]:
         )
         for t in range(2, 9):
             for cost in (8 * t // 2, 8 * (t // 2 + 1)):
-                session.add(
-                    Sample(
-                        run_id=data,
-                        problem_id=problem.id,
-                        code="x",
-                        verdict="failed",
-                        meta={"n_code_lines": t, "completions_sampled": cost},
+                m_star = cost % t  # search labels: +1 up to m*, then -1; the truth is m* - 1
+                labelled = [
+                    (
+                        f"    v{i} = v{i - 1} + 1",
+                        None,
+                        1 if i <= m_star else -1,
+                        1 if i < m_star else -1,
+                        None,
                     )
+                    for i in range(1, t + 1)
+                ]
+                add_sample(
+                    session,
+                    data,
+                    problem,
+                    labelled,
+                    verdict="failed",
+                    passed=False,
+                    meta={"n_code_lines": t, "completions_sampled": cost},
                 )
         prm = add_run(
             session,

@@ -311,3 +311,39 @@ def test_ema_is_debiased_and_figures_build():
     cost = plots.labeling_cost_figure([(7, 2, 20.0)], k=8)
     assert list(cost.data[1].y) == [8 * math.ceil(math.log2(8))] and list(cost.data[2].y) == [56]
     assert plots.bands_figure({}).layout.annotations[0].text == "no runs with this metric"
+
+
+def test_adhoc_scoring_renders_the_prms_own_scores(data_dir, tmp_path):
+    """Pasted code scored by a (tiny, untrained) PRM checkpoint: the heatmap shows exactly
+    what ``models.prm.score_table`` returns, line by line."""
+    from models.policy import build_tiny_policy, save_policy
+    from models.policy_config import TinyModelConfig
+    from models.prm import save_prm, score_table
+    from models.prm_config import PRMTrainConfig
+    from models.tokenizer import train_tokenizer
+    from models.value_model import ValueModel
+
+    prompt, code = "def f(xs):\n", "    ys = sorted(xs)\n    # keep\n    return ys[0] & 1\n"
+    tokenizer = train_tokenizer([prompt + code] * 20, 300)
+    policy = save_policy(
+        build_tiny_policy(tokenizer, TinyModelConfig(n_layer=1, n_embd=32, n_head=2), seed=0),
+        tokenizer,
+        tmp_path / "policy",
+    )
+    prm = save_prm(
+        tmp_path / "prm",
+        ValueModel.from_policy(str(policy), seed=1),
+        tokenizer,
+        PRMTrainConfig(init_from=str(policy)),
+        step=0,
+        metrics={},
+    )
+    with session_scope() as session:
+        seed_sample(session, ["    pass"], [None])  # the problem set "p", task "t/1"
+    html = views.adhoc_heatmap(str(prm), "p", "t/1", code)
+    expected = score_table(str(prm), "def f(xs):\n", code, device="cpu")
+    found = re.findall(r'data-line="(\d+)" data-score="([^"]+)"', html)
+    assert [(int(n), float(s)) for n, s in found] == [(n, s) for n, s, _ in expected]
+    assert "&amp;" in html and " & " not in html
+    with pytest.raises(LookupError, match="no task"):
+        views.adhoc_heatmap(str(prm), "p", "nope", code)
