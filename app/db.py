@@ -13,17 +13,23 @@ Read-only sessions (``read_session()``) use a deferred BEGIN and never block a w
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.settings import get_settings
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -95,6 +101,28 @@ def session_scope() -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def retrying(
+    work: Callable[[Session], T], *, retry_s: float = 120.0, first_wait_s: float = 0.5
+) -> T:
+    """Run ``work`` in its own transaction; while the database is unreachable (a restart, a
+    network blip) wait and try again, for up to ``retry_s``. Jobs write progress, metrics and
+    heartbeats through this, so a PostgreSQL restart costs a pause, not a run or a metric.
+    Only connection failures are retried: a failed commit wrote nothing, so trying again
+    cannot write twice."""
+    deadline = time.monotonic() + retry_s
+    wait = first_wait_s
+    while True:
+        try:
+            with session_scope() as session:
+                return work(session)
+        except (OperationalError, InterfaceError) as error:
+            if time.monotonic() + wait > deadline:
+                raise
+            log.warning("database unreachable (%s); retrying in %.1fs", type(error).__name__, wait)
+            time.sleep(wait)
+            wait = min(wait * 2, 10.0)
 
 
 @contextmanager

@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from app import crud
-from app.db import session_scope
+from app.db import retrying, session_scope
 from app.orm import Run, RunStatus
 from app.security import PathNotAllowed, check_paths
 from app.settings import get_settings
@@ -53,24 +53,27 @@ class JobContext:
         if now - self._last_write < self._poll_s and fraction < 1.0:
             return
         self._last_write = now
-        with session_scope() as session:
-            cancel = crud.set_progress(
+        cancel = retrying(
+            lambda session: crud.set_progress(
                 session, run_id=self.run_id, fraction=min(max(fraction, 0.0), 1.0), message=message
             )
+        )
         if cancel:
             raise JobCancelled(f"run {self.run_id} cancelled by request")
 
     def metrics(self, step: int, values: Mapping[str, float]) -> None:
-        with session_scope() as session:
-            crud.add_metrics(session, run_id=self.run_id, step=step, values=values)
+        retrying(
+            lambda session: crud.add_metrics(session, run_id=self.run_id, step=step, values=values)
+        )
 
     def add_artifact(
         self, kind: str, path: Path, step: int | None = None, meta: dict[str, Any] | None = None
     ) -> None:
-        with session_scope() as session:
-            crud.add_artifact(
+        retrying(
+            lambda session: crud.add_artifact(
                 session, run_id=self.run_id, kind=kind, path=str(path), step=step, meta=meta
             )
+        )
 
 
 def checked_config(kind: JobKind, raw: dict[str, Any]) -> BaseModel:
@@ -194,8 +197,7 @@ def run_heartbeat(run_id: int, interval_s: float) -> Iterator[None]:
     def beat() -> None:
         while not stop.wait(interval_s):
             try:
-                with session_scope() as session:
-                    crud.beat_run(session, run_id=run_id)
+                retrying(lambda session: crud.beat_run(session, run_id=run_id), retry_s=interval_s)
             except Exception:  # a database blip: the next beat tries again
                 log.exception("heartbeat of run %s failed", run_id)
 
@@ -287,8 +289,11 @@ def execute_run(run_id: int, task_id: str | None = None, worker_name: str | None
         except Exception as exc:
             status, error = RunStatus.failed, error_summary(exc)
             log.error("run %s failed:\n%s", run_id, traceback.format_exc())
-    with session_scope() as session:
-        crud.finish_run(session, run_id=run_id, status=status, error=error, result=result)
+    retrying(
+        lambda session: crud.finish_run(
+            session, run_id=run_id, status=status, error=error, result=result
+        )
+    )
     if worker_name:
         heartbeat.set_current_run(worker_name, None)
     after_finish(run_id, status)
