@@ -6,16 +6,18 @@ data; ``app.ui`` turns it into widgets and every one is also a named API endpoin
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from pydantic import ValidationError
 
 from app import crud
 from app.db import read_session, session_scope
 from app.forms import FormValueError
 from models.problems import InvalidProblemFile, ValidationReport
 from workers import problemsets, runner
-from workers.registry import ConfigError
+from workers.pipeline import ReproduceConfig, reproduce
+from workers.registry import ConfigError, format_validation_error
 
 
 @dataclass
@@ -60,34 +62,24 @@ def cancel(run_id: int) -> str:
 # ----------------------------------------------------------------------------- the paper
 
 
-@dataclass(frozen=True)
-class Stage:
-    kind: str
-    what: str
-
-
-PAPER_STAGES = (
-    Stage("sft", "SFT policy: the tiny model from scratch on the embedded benchmark"),
-    Stage("rl", "RL baseline: PPO from the SFT policy, sparse unit-test reward (sft_run_id)"),
-    Stage("prm-data", "PRM data: binary-search labels from 4 RL-baseline checkpoints (rl_run_id)"),
-    Stage("prm-train", "PRM: trained on those labels from the SFT policy (dataset_run_id)"),
-    Stage("rl", "PPO variants × seeds: baseline, dense, value-init, dense+value-init"),
-)
-
-
-def reproduce_paper(group: str | None = None) -> dict[str, Any]:
-    """Start reproducing the paper in a new group: today it submits the first stage (SFT)
-    and lists the stages that follow, which take the earlier runs' ids as inputs."""
-    group = group or f"paper-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-    first = PAPER_STAGES[0]
-    run_id = runner.submit(first.kind, {}, name="paper: sft", group_name=group)
+def reproduce_paper(config: dict[str, Any] | FormValueError) -> dict[str, Any]:
+    """Run the paper's whole pipeline as one group (``workers.pipeline``: SFT → RL baseline →
+    PRM data → PRM → the four PPO variants × seeds, each stage waiting for its inputs);
+    finished or running stages of the same group are reused. Returns the group and its
+    stages, or the errors naming the fields."""
+    if isinstance(config, FormValueError):
+        return {"errors": config.errors}
+    try:
+        cfg = ReproduceConfig.model_validate(config)
+        stages = reproduce(cfg)
+    except ValidationError as error:
+        return {"errors": format_validation_error(error)}
+    except ConfigError as error:
+        return {"errors": error.errors}
     return {
-        "group": group,
-        "submitted": [{"stage": 1, "kind": first.kind, "run_id": run_id}],
-        "next": [
-            {"stage": index, "kind": stage.kind, "what": stage.what}
-            for index, stage in enumerate(PAPER_STAGES[1:], start=2)
-        ],
+        "group": cfg.group_name,
+        "stages": [{"stage": s.key, "run_id": s.run_id, "reused": s.reused} for s in stages],
+        "errors": [],
     }
 
 

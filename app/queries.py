@@ -79,12 +79,19 @@ def group_names(session: Session, *, limit: int = 500) -> list[str]:
 
 
 def runs_mentioning(session: Session, *, run_id: int) -> Sequence[Run]:
-    """Runs whose config text contains ``run_id``'s digits or that name it as parent: a cheap
-    superset of its consumers (the caller keeps those whose ``*_run_id`` fields really match)."""
-    text = cast(Run.config, String)
+    """Runs whose config or dependency list contains ``run_id``'s digits, or that name it as
+    parent: a cheap superset of its consumers (the caller keeps the real matches)."""
+    digits = str(run_id)
     return session.scalars(
         select(Run)
-        .where(or_(text.contains(str(run_id)), Run.parent_id == run_id), Run.id != run_id)
+        .where(
+            or_(
+                cast(Run.config, String).contains(digits),
+                cast(Run.depends_on, String).contains(digits),
+                Run.parent_id == run_id,
+            ),
+            Run.id != run_id,
+        )
         .order_by(Run.id)
     ).all()
 

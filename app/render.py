@@ -87,15 +87,21 @@ def lineage_markdown(data: dict[str, Any]) -> str:
 
 
 def paper_markdown(started: dict[str, Any]) -> str:
-    """What "Reproduce the paper" submitted and what comes next."""
-    first = started["submitted"][0]
+    """What "Reproduce the paper" submitted (or reused), stage by stage, or why it did not."""
+    if started["errors"]:
+        return "**Not started — fix these fields:**\n" + "\n".join(
+            f"- `{e}`" for e in started["errors"]
+        )
     lines = [
-        f"Started group **{started['group']}**: stage 1 ({first['kind']}) is **run "
-        f"{first['run_id']}**.",
+        f"Group **{started['group']}** (compare it in the Compare tab when the runs finish):",
         "",
-        "Next stages (each takes the previous runs' ids):",
+        "| stage | run | |",
+        "|---|---|---|",
     ]
-    lines += [f"{s['stage']}. `{s['kind']}` — {s['what']}" for s in started["next"]]
+    lines += [
+        f"| {s['stage']} | {s['run_id']} | {'reused' if s['reused'] else 'submitted'} |"
+        for s in started["stages"]
+    ]
     return "\n".join(lines)
 
 

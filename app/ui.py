@@ -21,6 +21,7 @@ from app.crud import RunNotFound
 from app.forms import FormField, FormValueError, field_messages, form_fields, render_form
 from app.forms import values_to_config as form_values
 from app.orm import RunStatus
+from workers.pipeline import ReproduceConfig
 from workers.registry import JOB_KINDS, ConfigError, JobKind, UnknownJobKind
 
 RUNS_REFRESH_S = 2.0
@@ -86,10 +87,18 @@ def _run_again_message(run_id: float | None) -> str:
     return f"Submitted **run {run_again(int(run_id))}** with run {int(run_id)}'s config."
 
 
-def reproduce_paper() -> dict[str, Any]:
-    """Start the paper's pipeline in a new group — today stage 1 (SFT) — and list the stages
-    that follow: ``{"group", "submitted": [{"stage", "kind", "run_id"}], "next": [...]}``."""
-    return actions.reproduce_paper()
+def reproduce_paper(config_json: str = "{}") -> dict[str, Any]:
+    """Run the paper's whole pipeline as one group (finished stages of the group are reused).
+    ``config_json``: preset, budget, seeds, policy, group — e.g. ``{"budget": "micro"}``.
+    Returns ``{"group", "stages": [{"stage", "run_id", "reused"}], "errors"}``."""
+    try:
+        config = json.loads(config_json or "{}")
+    except json.JSONDecodeError as error:
+        raise gr.Error(f"config_json is not valid JSON: {error}") from None
+    started = actions.reproduce_paper(config)
+    if started["errors"]:
+        raise gr.Error("; ".join(started["errors"]))
+    return started
 
 
 def validate_dataset(file: str | None) -> tuple[str, Any]:
@@ -235,13 +244,38 @@ def _picker_updates(pickers: list[tuple[str, gr.Dropdown]]) -> Callable[[], list
     return refresh
 
 
+def _paper_form(pickers: list[tuple[str, gr.Dropdown]]) -> None:
+    """The paper's whole pipeline in one click (``workers.pipeline``), with its few knobs."""
+    gr.Markdown(
+        "SFT → RL baseline → PRM data (binary search on 4 of its checkpoints) → PRM → PPO "
+        "Baseline / DenseReward / ValueInit / DenseReward+ValueInit × seeds, as one group; "
+        "each stage waits for the runs it uses. Stages of the group that finished or are "
+        "running are reused, so clicking again resumes a broken pipeline."
+    )
+    fields = form_fields(ReproduceConfig)
+    widgets = render_form(fields, "reproduce")
+    pickers += [(f.picker, w) for f, w in zip(fields, widgets, strict=True) if f.picker]
+    button = gr.Button("Reproduce the paper", variant="primary", elem_id="reproduce-paper")
+    outcome = gr.Markdown(elem_id="reproduce-paper-outcome")
+
+    def start(*values: Any) -> str:
+        try:
+            config: dict[str, Any] | FormValueError = form_values(fields, values)
+        except FormValueError as error:
+            config = error
+        return render.paper_markdown(actions.reproduce_paper(config))
+
+    def check(*values: Any) -> list[dict]:
+        return [gr.validate(not m, m) for m in field_messages(ReproduceConfig, fields, values)]
+
+    button.click(start, inputs=widgets, outputs=outcome, validator=check, **PRIVATE)
+
+
 def launch_tab(tab: gr.Tab) -> None:
-    with gr.Row():
-        paper = gr.Button("Reproduce the paper", variant="primary", elem_id="reproduce-paper")
-        refresh = gr.Button("Refresh run and checkpoint choices", elem_id="refresh-pickers")
-    paper_outcome = gr.Markdown(elem_id="reproduce-paper-outcome")
-    paper.click(lambda: render.paper_markdown(reproduce_paper()), outputs=paper_outcome, **PRIVATE)
+    refresh = gr.Button("Refresh run and checkpoint choices", size="sm", elem_id="refresh-pickers")
     pickers: list[tuple[str, gr.Dropdown]] = []
+    with gr.Accordion("Reproduce the paper", open=True):
+        _paper_form(pickers)
     for index, kind in enumerate(JOB_KINDS.values()):
         with gr.Accordion(kind.title, open=index == 0):
             _kind_form(kind, pickers)

@@ -230,31 +230,26 @@ def lineage(run_id: int) -> dict[str, Any]:
     with read_session() as session:
         run = crud.get_run(session, run_id=run_id)
         refs = referenced_runs(run.config)
-        upstream_ids = {rid for _, rid in refs} | set(getattr(run, "depends_on", None) or [])
+        upstream_ids = {rid for _, rid in refs} | set(run.depends_on or [])
         if run.parent_id:
             upstream_ids.add(run.parent_id)
         known = {r.id: r for r in queries.runs_by_ids(session, run_ids=sorted(upstream_ids))}
-        inputs = [
-            {"field": field, **(_brief(known[rid]) if rid in known else {"id": rid})}
-            for field, rid in refs
-        ]
+
+        def ref(field: str, rid: int) -> dict[str, Any]:
+            return {"field": field, **(_brief(known[rid]) if rid in known else {"id": rid})}
+
+        inputs = [ref(field, rid) for field, rid in refs]
         if run.parent_id:
-            inputs.append(
-                {"field": "parent", **_brief(known.get(run.parent_id) or run)}
-                if run.parent_id in known
-                else {"field": "parent", "id": run.parent_id}
-            )
-        for dep in getattr(run, "depends_on", None) or []:
-            inputs.append(
-                {"field": "depends on", **(_brief(known[dep]) if dep in known else {"id": dep})}
-            )
+            inputs.append(ref("parent", run.parent_id))
+        named = {rid for _, rid in refs}
+        inputs += [ref("depends on", dep) for dep in sorted(set(run.depends_on or []) - named)]
         consumers = []
         for other in queries.runs_mentioning(session, run_id=run_id):
             fields = [field for field, rid in referenced_runs(other.config) if rid == run_id]
             if other.parent_id == run_id:
                 fields.append("parent")
-            if run_id in (getattr(other, "depends_on", None) or []):
-                fields.append("depends on")
+            if run_id in (other.depends_on or []) and not fields:
+                fields.append("depends on")  # a dependency not named by a config field
             consumers += [{"field": field, **_brief(other)} for field in fields]
         artifacts = [
             {"kind": a.kind, "step": a.step, "path": a.path}
@@ -432,19 +427,17 @@ def prm_panel(run_id: int) -> dict[str, Any] | None:
         run = crud.get_run(session, run_id=run_id)
         if run.kind != "prm-train":
             return None
-        auc = queries.final_values(session, run_ids=[run_id], names=["prm/auc"]).get(
-            (run_id, "prm/auc")
-        )
-        scored = queries.response_scores(session, run_id=run_id)
-    result = run.result or {}
+        result = run.result or {}
+        scored = [] if result.get("roc") else queries.response_scores(session, run_id=run_id)
     calibration = result.get("calibration") or []
     table = (result.get("rerank") or {}).get("table") or {}
     if result.get("roc"):
         points = [(float(p[0]), float(p[1])) for p in result["roc"]]
-        roc_title = "ROC (lines)"
+        roc_title = "ROC (lines, held-out labels)"
     else:
         points = roc_points(scored)
-        roc_title, auc = "ROC (responses: lowest line score vs passing)", _auc(points)
+        roc_title = "ROC (responses: lowest line score vs passing)"
+    auc = _auc(points) if points else None  # the area under either curve is its AUC
     if not (calibration or table or points):
         return None
     rerank_rows = [

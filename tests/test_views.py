@@ -89,12 +89,18 @@ def test_run_again_copies_the_config_as_a_child(data_dir):
     assert details["group"] == "g" and details["name"] == "hc (again)"
 
 
-def test_reproduce_the_paper_starts_an_sft_run_in_a_new_group(data_dir):
-    started = actions.reproduce_paper()
-    (first,) = started["submitted"]
-    details = views.run_details(first["run_id"])
-    assert details["kind"] == "sft" and details["group"] == started["group"]
-    assert [s["kind"] for s in started["next"]] == ["rl", "prm-data", "prm-train", "rl"]
+def test_reproduce_the_paper_submits_the_whole_pipeline_once(data_dir):
+    started = actions.reproduce_paper({"budget": "micro", "seeds": 1, "group": "paper"})
+    assert started["group"] == "paper" and not started["errors"]
+    stages = {s["stage"]: s["run_id"] for s in started["stages"]}
+    assert list(stages)[:4] == ["sft", "rl-baseline-seed0", "prm-data", "prm-train"]
+    assert views.run_details(stages["sft"])["status"] == "queued"
+    assert views.run_details(stages["prm-train"])["status"] == "waiting"
+    assert views.lineage(stages["sft"])["consumers"]  # the chain is visible as lineage
+    again = actions.reproduce_paper({"budget": "micro", "seeds": 1, "group": "paper"})
+    assert all(s["reused"] for s in again["stages"])
+    bad = actions.reproduce_paper({"seeds": 0, "preset": "mbpp"})
+    assert any(e.startswith("seeds: ") for e in bad["errors"])
 
 
 def test_metric_views_and_kind_panels_appear_only_with_data(data_dir):
@@ -168,6 +174,10 @@ def test_labeling_and_prm_panels(data_dir):
     assert list(panel["rerank_table"].columns) == ["K", "prm_min", "random"]
     assert panel["rerank_table"].iloc[0].tolist() == [4, 0.6, 0.4]
     assert "AUC 1.000" in panel["roc"].layout.title.text  # lowest scores separate perfectly
+    with session_scope() as session:
+        crud.get_run(session, run_id=prm).result = {"roc": [[0, 0], [0.5, 1], [1, 1]]}
+    roc = views.prm_panel(prm)["roc"]
+    assert "lines" in roc.layout.title.text and "AUC 0.750" in roc.layout.title.text
 
 
 def test_roc_points():
