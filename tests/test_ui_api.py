@@ -1,5 +1,5 @@
 """Every launch action is a named Gradio endpoint: submit through ``gradio_client``, read the
-status back and run a run again, as a script on another machine would."""
+status back, run a run again, validate a problem file, as a script on another machine would."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import re
 
 import pytest
-from gradio_client import Client
+from gradio_client import Client, handle_file
 
 from tests.browser import running_dashboard
 from tests.conftest import wait_for
@@ -40,3 +40,10 @@ def test_submit_and_status_through_gradio_client(tmp_path):
             client.predict("healthcheck", '{"steps": 0}', api_name="/submit_job")
         with pytest.raises(Exception, match="unknown job kind"):
             client.predict("nope", "{}", api_name="/submit_job")
+
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text('{"task_id": "a", "prompt": "x"}\n')
+        summary, errors = client.predict(handle_file(str(bad)), api_name="/validate_dataset")
+        assert "nothing was imported" in summary and errors["data"][0][0] == 1
+        with pytest.raises(Exception, match="seeds"):
+            client.predict('{"seeds": 0}', api_name="/reproduce_paper")
