@@ -29,7 +29,9 @@ def run_header(summary: dict[str, Any]) -> str:
     status = summary["status"]
     colour = STATUS_COLOURS.get(status, "#6b7280")
     percent = round(100 * summary["progress"])
-    eta = f" · ETA {_e(summary['eta'])}" if summary.get("eta") else ""
+    # jobs that estimate their own remaining time say so in the message; ours would repeat it
+    own = "ETA" in (summary.get("message") or "")
+    eta = f" · ETA {_e(summary['eta'])}" if summary.get("eta") and not own else ""
     timeline = summary["timeline"]
     steps = [
         ("created", timeline["created"]),

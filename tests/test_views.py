@@ -357,3 +357,23 @@ def test_adhoc_scoring_renders_the_prms_own_scores(data_dir, tmp_path):
     assert "&amp;" in html and " & " not in html
     with pytest.raises(LookupError, match="no task"):
         views.adhoc_heatmap(str(prm), "p", "nope", code)
+
+
+def test_run_header_escapes_user_text_and_shows_progress(data_dir):
+    from app import render
+
+    with session_scope() as session:
+        run = make_run(
+            session,
+            "healthcheck",
+            name="<img src=x onerror=alert(1)>",
+            status="failed",
+            progress=0.25,
+            error="ValueError: <b>bad</b>",
+        )
+    header = render.run_header(views.run_summary(run))
+    assert "<img" not in header and "&lt;img src=x" in header
+    assert "<b>bad" not in header and "&lt;b&gt;bad" in header
+    assert 'data-status="failed"' in header and "width:25%" in header
+    markdown = render.lineage_markdown(views.lineage(run))
+    assert markdown.count("- none") == 3
