@@ -341,7 +341,7 @@ def sample_lines(session: Session, *, sample_id: int) -> Sequence[LineScore]:
 
 
 def samples_of_problem(
-    session: Session, *, problem_id: int, limit: int = 50
+    session: Session, *, problem_id: int, exclude_id: int | None = None, limit: int = 50
 ) -> list[dict[str, Any]]:
     """Other samples of one problem (any run), newest first: the side-by-side candidates."""
     query = (
@@ -355,7 +355,7 @@ def samples_of_problem(
             Sample.meta["mode"].as_string().label("mode"),
         )
         .join(Run, Run.id == Sample.run_id)
-        .where(Sample.problem_id == problem_id)
+        .where(Sample.problem_id == problem_id, Sample.id != exclude_id)
         .order_by(Sample.id.desc())
         .limit(limit)
     )

@@ -638,7 +638,9 @@ def same_problem_table(sample_id: int) -> pd.DataFrame:
         found = queries.get_sample(session, sample_id=sample_id)
         if found is None or found[0].problem_id is None:
             return pd.DataFrame([], columns=columns)
-        rows = queries.samples_of_problem(session, problem_id=found[0].problem_id)
+        rows = queries.samples_of_problem(
+            session, problem_id=found[0].problem_id, exclude_id=sample_id
+        )
     return pd.DataFrame(
         [
             [r["id"], r["run_id"], r["kind"], r["name"], r["step"], r["mode"] or "", r["verdict"]]
