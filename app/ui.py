@@ -341,7 +341,7 @@ def render_run(run_id: Any, smoothing: float, namespace: str) -> list[Any]:
         views.run_details(rid),
         render.lineage_markdown(views.lineage(rid)),
         gr.Dropdown(choices=[ALL, *namespaces], value=chosen),
-        views.run_metrics_figure(rid, smoothing, "" if chosen == ALL else chosen),
+        _optional_plot(views.run_metrics_figure(rid, smoothing, "" if chosen == ALL else chosen)),
         _optional_table(views.run_scalars(rid)),
         _optional_plot(views.pass_rate_figure(rid, smoothing)),
         _optional_plot(views.difficulty_figure(rid)),

@@ -271,7 +271,9 @@ def metric_namespaces(run_id: int) -> list[str]:
     return sorted({namespace_of(name) for name in names})
 
 
-def run_metrics_figure(run_id: int, smoothing: float = 0.0, namespace: str = "") -> go.Figure:
+def run_metrics_figure(
+    run_id: int, smoothing: float = 0.0, namespace: str = ""
+) -> go.Figure | None:
     """Every metric of the run logged more than once (or those of one namespace) as its own
     zoomable curve, grouped by namespace; curves come downsampled from SQL. Metrics logged
     once are numbers, not curves: ``run_scalars`` lists them."""
@@ -281,8 +283,10 @@ def run_metrics_figure(run_id: int, smoothing: float = 0.0, namespace: str = "")
         if namespace:
             names = [name for name in names if namespace_of(name) == namespace]
         series = {name: crud.metric_series(session, run_id=run_id, name=name) for name in names}
-    if not series and counts:
-        return plots.empty_figure("no curves here: these metrics were logged once (see the table)")
+    if counts and not any(n > 1 for n in counts.values()):
+        return None  # every metric is a single number: the scalars table shows them all
+    if not series:
+        return plots.empty_figure(f"no curves in namespace {namespace!r}")
     return plots.metrics_grid(
         series, smoothing=smoothing, title=f"run {run_id} metrics", revision=f"run-{run_id}"
     )
@@ -437,7 +441,11 @@ def prm_panel(run_id: int) -> dict[str, Any] | None:
     else:
         points = roc_points(scored)
         roc_title = "ROC (responses: lowest line score vs passing)"
-    auc = _auc(points) if points else None  # the area under either curve is its AUC
+    auc = None
+    if points and points[-1] == (1.0, 1.0):
+        auc = _auc(points)  # the area under either curve is its AUC
+    elif points:  # the labels held one class only (the curve never reaches (1, 1))
+        roc_title += ": one class only, no AUC"
     if not (calibration or table or points):
         return None
     rerank_rows = [

@@ -161,7 +161,7 @@ def test_labeling_and_prm_panels(data_dir):
                 for i, s in enumerate(scores)
             )
     assert views.run_scalars(data).values.tolist() == [["labeling/rescued_fraction", 0.5]]
-    assert "logged once" in views.run_metrics_figure(data).layout.annotations[0].text
+    assert views.run_metrics_figure(data) is None  # no curves: the table has it all
     assert views.run_scalars(prm) is None
     panel = views.labeling_panel(data)
     measured = panel["figure"].data[0]
@@ -178,6 +178,9 @@ def test_labeling_and_prm_panels(data_dir):
         crud.get_run(session, run_id=prm).result = {"roc": [[0, 0], [0.5, 1], [1, 1]]}
     roc = views.prm_panel(prm)["roc"]
     assert "lines" in roc.layout.title.text and "AUC 0.750" in roc.layout.title.text
+    with session_scope() as session:
+        crud.get_run(session, run_id=prm).result = {"roc": [[0, 0], [0.5, 0], [1, 0]]}
+    assert "no AUC" in views.prm_panel(prm)["roc"].layout.title.text
 
 
 def test_roc_points():
