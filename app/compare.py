@@ -96,8 +96,10 @@ def load_comparison(run_ids: Sequence[int], metric: str = "") -> Comparison:
             if name in names
         }
     members: dict[str, list[int]] = {}
-    for run in runs:
-        members.setdefault(str((run.config or {}).get("variant") or run.kind), []).append(run.id)
+    for run in runs:  # a group's runs without the metric (prm-data, prm-train) are left out
+        if (run.id, metric) in finals:
+            variant = str((run.config or {}).get("variant") or run.kind)
+            members.setdefault(variant, []).append(run.id)
     ordered = {v: members[v] for v in sorted(members, key=_variant_order)}
     return Comparison(metric, ordered, bands, by_difficulty, finals, hacking)
 

@@ -282,6 +282,7 @@ def test_compare_aggregates_seeds_per_variant(data_dir):
                             "rollout/response_lines": 5.0,
                         },
                     )
+        make_run(session, "prm-data", group_name="s")  # no pass rate: not a row
     ids = compare.compare_run_ids("s", "")
     data = compare.load_comparison(ids)
     assert data.metric == "eval/pass@1_sampled"
