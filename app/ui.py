@@ -575,6 +575,7 @@ def inspect_tab(tab: gr.Tab) -> InspectTab:
     filters = [run_filter, step, task, outcome, difficulty, page]
     sample_outputs = [header, prompt, heatmap, meta, same]
     search.click(views.samples_table, inputs=filters, outputs=[table, summary], **PRIVATE)
+    tab.select(views.samples_table, inputs=filters, outputs=[table, summary], **PRIVATE)
     page.submit(views.samples_table, inputs=filters, outputs=[table, summary], **PRIVATE)
     open_sample.click(render_sample, inputs=sample_id, outputs=sample_outputs, **PRIVATE)
     sample_id.submit(render_sample, inputs=sample_id, outputs=sample_outputs, **PRIVATE)
