@@ -146,8 +146,27 @@ def alembic_config(url: str | None = None):
     return cfg
 
 
+def at_head(url: str) -> bool:
+    """Whether the database already has the newest schema (a read: no write lock taken)."""
+    from alembic.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    heads = set(ScriptDirectory.from_config(alembic_config(url)).get_heads())
+    engine = create_db_engine(url)
+    try:
+        with engine.connect() as connection:
+            return set(MigrationContext.configure(connection).get_current_heads()) == heads
+    finally:
+        engine.dispose()
+
+
 def migrate(url: str | None = None, revision: str = "head") -> None:
-    """Upgrade the database at ``url`` (default: settings) to ``revision``."""
+    """Upgrade the database at ``url`` (default: settings) to ``revision``. Checking first
+    keeps the common case — already at head — a read, so twenty CLI processes starting at
+    once do not queue for SQLite's write lock."""
     from alembic import command
 
+    url = url or get_settings().database_url
+    if revision == "head" and at_head(url):
+        return
     command.upgrade(alembic_config(url), revision)
