@@ -103,11 +103,10 @@ def cmd_migrate(_args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from workers.registry import get_kind
-    from workers.runner import checked_config
+    from workers.registry import get_kind, validate_config
 
     config = read_config_file(args.config)
-    checked_config(get_kind(args.kind), config)  # fail before anything is written
+    validate_config(get_kind(args.kind), config)  # fail before anything is written
     ensure_database()
     from workers.runner import submit
 

@@ -106,7 +106,10 @@ class Artifact(Base):
     """A file or folder a run produced: a checkpoint, a dataset, a report."""
 
     __tablename__ = "artifacts"
-    __table_args__ = (Index("ix_artifacts_run_kind_step", "run_id", "kind", "step"),)
+    __table_args__ = (
+        Index("ix_artifacts_run_kind_step", "run_id", "kind", "step"),
+        Index("ix_artifacts_kind_id", "kind", "id"),  # checkpoint pickers: newest of a kind
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
@@ -156,6 +159,7 @@ class Sample(Base):
     __table_args__ = (
         Index("ix_samples_run_step", "run_id", "step"),
         Index("ix_samples_run_problem", "run_id", "problem_id"),
+        Index("ix_samples_problem", "problem_id"),  # the same problem across runs
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy.engine import make_url
@@ -81,31 +80,14 @@ def allowed_roots(settings: Settings) -> list[Path]:
     return [Path(os.path.realpath(root)) for root in roots]
 
 
-def _path_values(config: BaseModel) -> list[tuple[str, str]]:
-    """(dotted field, value) for every path field, nested models included."""
-    found: list[tuple[str, str]] = []
-
-    def walk(model: BaseModel, prefix: str) -> None:
-        for name in type(model).model_fields:
-            value: Any = getattr(model, name)
-            dotted = f"{prefix}{name}"
-            if isinstance(value, BaseModel):
-                walk(value, f"{dotted}.")
-            elif name in PATH_FIELDS and isinstance(value, str):
-                found.append((dotted, value))
-            elif name in PATH_FIELDS and isinstance(value, list):
-                found.extend(
-                    (f"{dotted}[{i}]", v) for i, v in enumerate(value) if isinstance(v, str)
-                )
-
-    walk(config, "")
-    return found
-
-
 def check_paths(config: BaseModel, settings: Settings) -> None:
     """Every path field resolves (symlinks and ``..`` included) inside an allowed root."""
+    from workers.registry import walk_fields
+
     roots = allowed_roots(settings)
-    for field, value in _path_values(config):
+    for field, name, value in walk_fields(config):
+        if name not in PATH_FIELDS or not isinstance(value, str):
+            continue
         real = Path(os.path.realpath(Path(value).expanduser()))
         if not any(real == root or root in real.parents for root in roots):
             raise PathNotAllowed(

@@ -103,6 +103,9 @@ def test_a_sweep_is_one_group_of_variant_by_seed_runs(data_dir, monkeypatch):
     from workers.tasks import TASKS
 
     monkeypatch.setattr(TASKS["rl"], "apply_async", lambda *a, **k: None)  # no broker needed
+    for folder in ("sft", "prm"):
+        (data_dir / folder).mkdir()
+        (data_dir / folder / "config.json").write_text("{}")
     ids = runner.submit_sweep(
         "rl",
         {"policy": str(data_dir / "sft"), "prm": str(data_dir / "prm")},

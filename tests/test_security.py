@@ -93,6 +93,7 @@ def test_path_fields_stay_inside_the_allowed_folders(data_dir, tmp_path, monkeyp
     monkeypatch.setattr(TASKS["rl"], "apply_async", lambda *a, **k: None)
     inside = data_dir / "models" / "sft"
     inside.mkdir(parents=True)
+    (inside / "config.json").write_text("{}")
     assert submit("rl", {"variant": "baseline", "policy": str(inside)}) > 0
 
     escape = data_dir / "models" / "escape"
@@ -107,7 +108,8 @@ def test_path_fields_stay_inside_the_allowed_folders(data_dir, tmp_path, monkeyp
     from tests.conftest import reset_app_state
 
     reset_app_state()
-    assert submit("rl", {"variant": "baseline", "policy": "/etc"}) > 0
+    with pytest.raises(ConfigError, match="policy: /etc is not a model folder"):
+        submit("rl", {"variant": "baseline", "policy": "/etc"})  # allowed, but not a model
 
 
 def test_urls_are_shown_without_passwords():

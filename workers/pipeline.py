@@ -229,13 +229,13 @@ def reproduce(cfg: ReproduceConfig) -> list[StageRun]:
 
     from app.db import read_session
     from app.orm import Run, RunStatus
-    from workers.registry import get_kind
+    from workers.registry import get_kind, validate_config
     from workers.runner import checked_config, submit
 
     stages = plan(cfg)
     for stage in stages:  # every config validates before any run is stored
         placeholders = {name: 1 for name in stage.refs}
-        checked_config(get_kind(stage.kind), {**stage.config, **placeholders})
+        validate_config(get_kind(stage.kind), {**stage.config, **placeholders})
     with read_session() as session:
         previous = {
             run.name: run

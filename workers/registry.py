@@ -9,7 +9,7 @@ torch; only the worker that runs a job imports its code.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,6 +130,21 @@ def format_validation_error(error: ValidationError) -> list[str]:
         field = ".".join(str(part) for part in item["loc"]) or "(config)"
         lines.append(f"{field}: {item['msg']}")
     return lines
+
+
+def walk_fields(config: BaseModel, prefix: str = "") -> Iterator[tuple[str, str, Any]]:
+    """(dotted path, field name, value) of every leaf field, nested config models included;
+    list items get ``[i]`` paths."""
+    for name in type(config).model_fields:
+        value = getattr(config, name)
+        dotted = f"{prefix}{name}"
+        if isinstance(value, BaseModel):
+            yield from walk_fields(value, f"{dotted}.")
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                yield f"{dotted}[{index}]", name, item
+        else:
+            yield dotted, name, value
 
 
 def validate_config(kind: JobKind, raw: dict[str, Any]) -> BaseModel:

@@ -28,7 +28,7 @@ from app.orm import Run, RunStatus
 from app.security import PathNotAllowed, check_paths
 from app.settings import get_settings
 from workers import heartbeat
-from workers.registry import ConfigError, JobKind, get_kind, validate_config
+from workers.registry import ConfigError, JobKind, get_kind, validate_config, walk_fields
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +76,50 @@ class JobContext:
         )
 
 
+# Fields that name a model folder, which must exist and hold a Hugging Face config.json
+# (``init_from`` may also be a hub id, so it is only checked when it exists locally).
+MODEL_FIELDS = frozenset({"policy", "prm", "checkpoints"})
+
+
+def reference_errors(cfg: BaseModel) -> list[str]:
+    """What a config points at that is not there: runs (``*_run_id``), model folders,
+    problem sets — each as ``field: problem``."""
+    from workers.problemsets import find_problem_set
+
+    errors = []
+    with session_scope() as session:
+        for field, name, value in walk_fields(cfg):
+            if value is None:
+                continue
+            if name.endswith("_run_id") or name.endswith("_run_ids"):
+                if session.get(Run, value) is None:
+                    errors.append(f"{field}: run {value} does not exist")
+            elif name in MODEL_FIELDS or (name == "init_from" and Path(value).exists()):
+                folder = Path(value).expanduser()
+                if not folder.is_dir():
+                    errors.append(f"{field}: {value} does not exist")
+                elif not (folder / "config.json").is_file():
+                    errors.append(
+                        f"{field}: {value} is not a model folder (no config.json): point at a "
+                        "checkpoint saved by an sft/rl/prm-train run or a Hugging Face model"
+                    )
+            elif name == "problem_set" and find_problem_set(session, value) is None:
+                errors.append(f"{field}: no problem set named {value!r} (prm-studio problems list)")
+    return errors
+
+
 def checked_config(kind: JobKind, raw: dict[str, Any]) -> BaseModel:
-    """What every entry point (CLI, dashboard, API) accepts: a config that validates and whose
-    path fields stay inside the allowed folders; else a ConfigError naming the field."""
+    """What every entry point (CLI, dashboard, API) accepts: a config that validates, whose
+    path fields stay inside the allowed folders, and whose runs, model folders and problem
+    sets exist; else one ConfigError naming each bad field."""
     cfg = validate_config(kind, raw)
     try:
         check_paths(cfg, get_settings())
     except PathNotAllowed as error:
         raise ConfigError(kind.name, [str(error)]) from None
+    errors = reference_errors(cfg)
+    if errors:
+        raise ConfigError(kind.name, errors)
     return cfg
 
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26 01:04:48.556283
+Create Date: 2026-11-26 01:52:51.754167
 """
 
 from collections.abc import Sequence
@@ -84,6 +84,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_artifacts")),
     )
     with op.batch_alter_table("artifacts", schema=None) as batch_op:
+        batch_op.create_index("ix_artifacts_kind_id", ["kind", "id"], unique=False)
         batch_op.create_index(
             "ix_artifacts_run_kind_step", ["run_id", "kind", "step"], unique=False
         )
@@ -174,6 +175,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_samples")),
     )
     with op.batch_alter_table("samples", schema=None) as batch_op:
+        batch_op.create_index("ix_samples_problem", ["problem_id"], unique=False)
         batch_op.create_index("ix_samples_run_problem", ["run_id", "problem_id"], unique=False)
         batch_op.create_index("ix_samples_run_step", ["run_id", "step"], unique=False)
 
@@ -210,6 +212,7 @@ def downgrade() -> None:
     with op.batch_alter_table("samples", schema=None) as batch_op:
         batch_op.drop_index("ix_samples_run_step")
         batch_op.drop_index("ix_samples_run_problem")
+        batch_op.drop_index("ix_samples_problem")
 
     op.drop_table("samples")
     with op.batch_alter_table("workers", schema=None) as batch_op:
@@ -226,6 +229,7 @@ def downgrade() -> None:
     op.drop_table("metrics")
     with op.batch_alter_table("artifacts", schema=None) as batch_op:
         batch_op.drop_index("ix_artifacts_run_kind_step")
+        batch_op.drop_index("ix_artifacts_kind_id")
 
     op.drop_table("artifacts")
     with op.batch_alter_table("runs", schema=None) as batch_op:
