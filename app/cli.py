@@ -384,6 +384,21 @@ def cmd_problems_list(_args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_prm_data(args: argparse.Namespace) -> int:
+    ensure_database()
+    from app import crud
+    from app.db import read_session
+    from workers.jobs_prm_data import export_prm_dataset
+
+    with read_session() as session:
+        run = crud.get_run(session, run_id=args.run)
+        if run.kind != "prm-data":
+            raise CliError(f"run {args.run} is a {run.kind} run, not a prm-data run")
+    summary = export_prm_dataset(args.run, args.out)
+    print(json.dumps(summary))
+    return 0
+
+
 def cmd_exec(args: argparse.Namespace) -> int:
     from workers.sandbox import RequestFileError, exec_jsonl
 
@@ -482,6 +497,14 @@ def build_parser() -> argparse.ArgumentParser:
     problems_sub.add_parser("list", help="Stored problem sets and their splits.").set_defaults(
         handler=cmd_problems_list
     )
+
+    export = add(
+        "export-prm-data",
+        cmd_export_prm_data,
+        "Write a prm-data run's labelled lines as JSONL (DESIGN §3; TRL's stepwise format beside).",
+    )
+    export.add_argument("run", type=parse_run_id)
+    export.add_argument("--out", required=True, help="the .jsonl file to write")
 
     exec_ = add("exec", cmd_exec, "Run execution requests (JSONL) in the sandbox.")
     exec_.add_argument("requests", help="JSONL file of execution requests")
