@@ -19,6 +19,7 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -208,7 +209,10 @@ def train_sft(
     run_batch: RunBatch,
     *,
     out_dir: Path,
+    on_checkpoint: Callable[[Path, int], None] | None = None,
 ) -> SFTResult:
+    """Train, checkpoint (calling ``on_checkpoint(folder, step)`` as each is written, so a job
+    can register it at once), and evaluate on ``eval_problems``."""
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     out_dir = Path(out_dir)
@@ -248,15 +252,30 @@ def train_sft(
     )
     subset_rng = random.Random(cfg.seed)
     eval_subset = subset_rng.sample(eval_problems, min(cfg.eval_subset, len(eval_problems)))
-    reporter.metrics(
-        start_step, {"charts/n_parameters": n_parameters, "charts/n_train": len(examples)}
-    )
+    if resume_state is None:  # logged once per run, not again on resume
+        reporter.metrics(0, {"charts/n_parameters": n_parameters, "charts/n_train": len(examples)})
 
     # ---- the loop ----
     model.train()
     checkpoints: list[Path] = []
     losses: list[float] = []
     last_loss = float("nan")
+
+    def checkpoint(step: int) -> None:
+        folder = save_checkpoint(
+            out_dir / f"step_{step:06d}",
+            model,
+            tokenizer,
+            optimizer,
+            data_rng,
+            cfg,
+            step,
+            {"losses/sft": last_loss},
+        )
+        checkpoints.append(folder)
+        if on_checkpoint is not None:
+            on_checkpoint(folder, step)
+
     tokens = 0
     started = time.perf_counter()
     for step in range(start_step, cfg.steps):
@@ -311,34 +330,12 @@ def train_sft(
             model.train()
             started += result.elapsed_s  # ETA and tokens/s count training time only
         if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
-            checkpoints.append(
-                save_checkpoint(
-                    out_dir / f"step_{done:06d}",
-                    model,
-                    tokenizer,
-                    optimizer,
-                    data_rng,
-                    cfg,
-                    done,
-                    {"losses/sft": last_loss},
-                )
-            )
+            checkpoint(done)
     train_seconds = time.perf_counter() - started
 
     # ---- final checkpoint and evaluation ----
     final_step = max(cfg.steps, start_step)
-    checkpoints.append(
-        save_checkpoint(
-            out_dir / f"step_{final_step:06d}",
-            model,
-            tokenizer,
-            optimizer,
-            data_rng,
-            cfg,
-            final_step,
-            {"losses/sft": last_loss},
-        )
-    )
+    checkpoint(final_step)
     final = None
     if cfg.final_eval and eval_problems:
         final = evaluate(

@@ -7,7 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
 
 from app import crud
 from app.db import read_session, session_scope
@@ -199,3 +199,29 @@ def test_sft_then_eval_jobs_store_checkpoints_samples_and_scores(data_dir):
         )
         passed = [s.passed for s in samples if s.meta["mode"] == "sampled"]
         assert sampled == pytest.approx(sum(passed) / len(passed))
+
+
+def test_a_redelivered_sft_run_resumes_from_its_last_checkpoint(data_dir):
+    config = {
+        "steps": 6,
+        "batch_size": 4,
+        "log_every": 1,
+        "checkpoint_every": 3,
+        "eval_every": 0,
+        "final_eval": False,
+        "tiny": {"n_layer": 1, "n_embd": 32, "n_head": 2, "vocab_size": 280},
+        "data": {"benchmark": {"n_train": 60, "n_test": 5, "min_steps": 2, "max_steps": 3}},
+    }
+    run_id = make_run("sft", config)
+    assert execute_run(run_id) == "succeeded"
+    with session_scope() as session:  # as if the worker died after the step-3 checkpoint
+        losses = crud.metric_series(session, run_id=run_id, name="losses/sft")
+        session.execute(delete(Artifact).where(Artifact.run_id == run_id, Artifact.step == 6))
+        session.execute(update(Run).where(Run.id == run_id).values(status=RunStatus.queued))
+    assert execute_run(run_id) == "succeeded"
+    with read_session() as session:
+        assert crud.metric_series(session, run_id=run_id, name="losses/sft") == losses
+        assert len(crud.metric_series(session, run_id=run_id, name="charts/n_parameters")) == 1
+        query = select(Artifact.step).where(Artifact.run_id == run_id).order_by(Artifact.id)
+        assert list(session.scalars(query)) == [3, 6]
+        assert session.get(Run, run_id).result["step"] == 6

@@ -83,6 +83,7 @@ def load_source(source: ProblemSource, splits: list[str]) -> tuple[str, list[lis
 
 def run_sft(ctx, cfg: SFTJobConfig) -> dict[str, Any]:
     from models.sft import train_sft
+    from workers.jobs_rl import forget_after, latest_artifact
     from workers.problemsets import sandbox_run_batch
     from workers.samples import store_samples
 
@@ -90,12 +91,27 @@ def run_sft(ctx, cfg: SFTJobConfig) -> dict[str, Any]:
     sft_cfg = SFTConfig.model_validate(
         cfg.model_dump(exclude={"data", "train_split", "eval_split"})
     )
+    # A re-delivered run (worker lost mid-way) continues exactly from its own last checkpoint,
+    # after deleting what the lost attempt logged beyond it. LoRA checkpoints are saved merged
+    # and cannot resume, so such a run starts over.
+    resume = latest_artifact(ctx.run_id, "checkpoint")
+    if resume is not None and sft_cfg.lora is None:
+        forget_after(ctx.run_id, resume[1] or 0)
+        sft_cfg = sft_cfg.model_copy(update={"resume_from": resume[0]})
+
+    def register(folder: Path, step: int) -> None:
+        if resume is None or (str(folder), step) != resume:  # resumed at the end: already there
+            ctx.add_artifact("checkpoint", folder, step=step, meta={"format": "huggingface"})
+
     result = train_sft(
-        sft_cfg, train, held_out, ctx, sandbox_run_batch, out_dir=ctx.artifacts_dir / "sft"
+        sft_cfg,
+        train,
+        held_out,
+        ctx,
+        sandbox_run_batch,
+        out_dir=ctx.artifacts_dir / "sft",
+        on_checkpoint=register,
     )
-    for path in result.checkpoints:
-        step = int(Path(path).name.removeprefix("step_"))
-        ctx.add_artifact("checkpoint", path, step=step, meta={"format": "huggingface"})
     if result.eval is not None:
         store_samples(ctx.run_id, result.step, name, result.eval.records)
     return {"problem_set": name, **result.summary()}
