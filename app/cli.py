@@ -61,25 +61,6 @@ def ensure_database() -> None:
     migrate()
 
 
-def run_as_dict(run) -> dict[str, Any]:
-    return {
-        "id": run.id,
-        "kind": run.kind,
-        "name": run.name,
-        "group": run.group_name,
-        "status": run.status,
-        "progress": round(run.progress, 4),
-        "message": run.progress_message,
-        "error": run.error,
-        "worker_host": run.worker_host,
-        "created_at": run.created_at.isoformat() if run.created_at else None,
-        "started_at": run.started_at.isoformat() if run.started_at else None,
-        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
-        "config": run.config,
-        "result": run.result,
-    }
-
-
 def parse_run_id(text: str) -> int:
     try:
         value = int(text)
@@ -123,7 +104,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     with read_session() as session:
         run = crud.get_run(session, run_id=args.run)
-        data = run_as_dict(run)
+        data = crud.run_summary(run)
     if args.json:
         print(json.dumps(data))
     else:

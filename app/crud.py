@@ -62,16 +62,46 @@ def list_runs(
     limit: int = 100,
     offset: int = 0,
 ) -> Sequence[Run]:
-    query = select(Run).order_by(Run.id.desc()).limit(limit).offset(offset)
-    if kind:
-        query = query.where(Run.kind == kind)
-    if status:
-        query = query.where(Run.status == status)
-    if group_name:
-        query = query.where(Run.group_name == group_name)
-    if text:
-        query = query.where(Run.name.contains(text) | Run.kind.contains(text))
-    return session.scalars(query).all()
+    """Runs newest first, filtered as the dashboard filters them."""
+    from app.queries import runs_page
+
+    runs, _total = runs_page(
+        session,
+        kind=kind,
+        status=status,
+        group_name=group_name,
+        text=text,
+        limit=limit,
+        offset=offset,
+    )
+    return runs
+
+
+def run_summary(run: Run) -> dict[str, Any]:
+    """A run as plain data: ``prm-studio status --json`` and the ``run_status`` endpoint."""
+
+    def moment(value):
+        return value.isoformat() if value else None
+
+    return {
+        "id": run.id,
+        "kind": run.kind,
+        "name": run.name,
+        "group": run.group_name,
+        "status": run.status,
+        "progress": round(run.progress, 4),
+        "message": run.progress_message,
+        "error": run.error,
+        "worker_host": run.worker_host,
+        "attempts": run.attempts,
+        "created_at": moment(run.created_at),
+        "started_at": moment(run.started_at),
+        "finished_at": moment(run.finished_at),
+        "parent_id": run.parent_id,
+        "depends_on": run.depends_on,
+        "config": run.config,
+        "result": run.result,
+    }
 
 
 def claim_run(

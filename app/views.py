@@ -148,30 +148,10 @@ def group_choices() -> list[str]:
         return queries.group_names(session)
 
 
-def _run_dict(run: Run) -> dict[str, Any]:
-    return {
-        "id": run.id,
-        "kind": run.kind,
-        "name": run.name,
-        "group": run.group_name,
-        "status": run.status,
-        "progress": round(run.progress, 4),
-        "message": run.progress_message,
-        "error": run.error,
-        "worker_host": run.worker_host,
-        "created_at": str(run.created_at),
-        "started_at": str(run.started_at) if run.started_at else None,
-        "finished_at": str(run.finished_at) if run.finished_at else None,
-        "parent_id": run.parent_id,
-        "config": run.config,
-        "result": run.result,
-    }
-
-
 def run_details(run_id: int) -> dict[str, Any]:
     """A run's status, progress, config and result (the ``run_status`` API endpoint)."""
     with read_session() as session:
-        return _run_dict(crud.get_run(session, run_id=run_id))
+        return crud.run_summary(crud.get_run(session, run_id=run_id))
 
 
 def run_summary(run_id: int) -> dict[str, Any]:
@@ -187,7 +167,7 @@ def run_summary(run_id: int) -> dict[str, Any]:
         waited_until = started or finished or now
         ran_until = finished or now
         return {
-            **_run_dict(run),
+            **crud.run_summary(run),
             "eta": eta_text(run.status, run.progress, run.started_at),
             "finished": RunStatus(run.status).finished,
             "timeline": {

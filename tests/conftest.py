@@ -9,7 +9,6 @@ condition fails the test, so CI always exercises them for real.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +18,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from app.cli import stop_process_group
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "tests" / "artifacts"
@@ -109,19 +110,6 @@ def redis_url() -> Iterator[str]:
     client.flushdb()
 
 
-def stop_group(process: subprocess.Popen, grace_s: float = 10.0) -> None:
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    except ProcessLookupError:
-        pass
-
-
 @pytest.fixture
 def start_worker(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
     """Start real ``prm-studio worker`` subprocesses with the current environment."""
@@ -142,7 +130,7 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
 
     yield start
     for process in started:
-        stop_group(process)
+        stop_process_group(process)
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, what: str, every: float = 0.2):
