@@ -13,9 +13,11 @@ STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 up: $(STAMP) system-deps-run
 	$(BIN)/prm-studio up
 
+# One torch thread per process: tests run several processes (workers, sandboxes, browser) on few
+# cores, where two threads each make the tiny model several times slower, not faster.
 test: $(STAMP) system-deps-test
 	$(BIN)/ruff check .
-	$(BIN)/pytest
+	OMP_NUM_THREADS=1 $(BIN)/pytest
 
 bench: $(STAMP) system-deps-test
 	$(BIN)/python -m bench

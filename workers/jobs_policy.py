@@ -83,7 +83,7 @@ def load_source(source: ProblemSource, splits: list[str]) -> tuple[str, list[lis
 
 def run_sft(ctx, cfg: SFTJobConfig) -> dict[str, Any]:
     from models.sft import train_sft
-    from workers.jobs_rl import forget_after, latest_artifact
+    from workers.artifacts import forget_after, latest_artifact
     from workers.problemsets import sandbox_run_batch
     from workers.samples import store_samples
 
@@ -120,7 +120,7 @@ def run_sft(ctx, cfg: SFTJobConfig) -> dict[str, Any]:
 def run_eval(ctx, cfg: EvalJobConfig) -> dict[str, Any]:
     from models.evaluation import difficulty_metrics, evaluate, pass_metrics
     from models.policy import load_policy
-    from workers.jobs_rl import required_artifact
+    from workers.artifacts import required_artifact
     from workers.problemsets import sandbox_run_batch
     from workers.samples import store_samples
 

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field, model_validator
 
 from models.prm_config import PRMTrainConfig, RerankConfig
+from workers.artifacts import required_artifact
 from workers.jobs_policy import ProblemSource, load_source
-from workers.jobs_rl import required_artifact
 
 if TYPE_CHECKING:  # torch stays out of this module's imports: the registry imports it
     from models.ppo import RolloutRecord

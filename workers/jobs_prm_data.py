@@ -133,7 +133,7 @@ def rl_checkpoints(run_id: int, n: int) -> list[str]:
 
 
 def resolve_checkpoints(cfg: PrmDataJobConfig) -> list[str]:
-    from workers.jobs_rl import required_artifact
+    from workers.artifacts import required_artifact
 
     if cfg.checkpoints:
         folders = list(cfg.checkpoints)
