@@ -210,7 +210,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stop.set())
     from app.ui import build_ui
 
-    demo = build_ui()
+    # Gradio runs one call of each event at a time by default; submissions and reads are short
+    # database transactions that the database serialises itself, so let clients overlap.
+    demo = build_ui().queue(default_concurrency_limit=16)
     try:
         demo.launch(
             server_name=host,
@@ -365,6 +367,19 @@ def cmd_problems_list(_args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    if not Path(args.code).is_file():
+        raise CliError(f"--code {args.code} does not exist")
+    ensure_database()
+    from workers.jobs_prm import score_command
+
+    try:
+        print(score_command(args.prm, args.problem_set, args.task_id, args.code))
+    except (LookupError, FileNotFoundError, ValueError) as error:
+        raise CliError(str(error)) from None
+    return 0
+
+
 def cmd_export_prm_data(args: argparse.Namespace) -> int:
     ensure_database()
     from app import crud
@@ -478,6 +493,12 @@ def build_parser() -> argparse.ArgumentParser:
     problems_sub.add_parser("list", help="Stored problem sets and their splits.").set_defaults(
         handler=cmd_problems_list
     )
+
+    score = add("score", cmd_score, "Print a PRM's score of every line of a program.")
+    score.add_argument("--prm", required=True, help="a prm-train run id or a PRM folder")
+    score.add_argument("--problem-set", required=True, help="the problem set's name")
+    score.add_argument("--task-id", required=True, help="the problem's task_id")
+    score.add_argument("--code", required=True, help="file with the completion (or whole program)")
 
     export = add(
         "export-prm-data",

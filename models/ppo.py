@@ -53,6 +53,7 @@ from models.lines import segment_ids, split_lines
 from models.policy import load_policy, pick_device, save_policy
 from models.policy_config import EvalConfig, SamplingParams
 from models.ppo_config import PPOConfig
+from models.prm import load_prm, to_scores
 from models.problems import Problem, exec_request
 from models.reporting import AtFraction, Reporter
 from models.sampling import Generation, HFSampler
@@ -186,9 +187,10 @@ def critic_values(critic: ValueModel, batch: Packed) -> torch.Tensor:
     return values.gather(1, batch.state_index)
 
 
-def prm_token_scores(prm: ValueModel, batch: Packed) -> torch.Tensor:
-    """The PRM's score of the prefix through response token j, (B, R): position P + j."""
-    scores = prm(batch.input_ids, batch.attention_mask).float()  # (B, L)
+def prm_token_scores(prm: ValueModel, batch: Packed, loss: str = "mse") -> torch.Tensor:
+    """The PRM's score of the prefix through response token j, (B, R): position P + j, on the
+    label scale [−1, 1] (a BCE-trained PRM's logits go through ``to_scores``)."""
+    scores = to_scores(prm(batch.input_ids, batch.attention_mask).float(), loss)  # (B, L)
     after = (batch.state_index + 1).clamp(max=scores.shape[1] - 1)
     return scores.gather(1, after)
 
@@ -330,9 +332,10 @@ def train_ppo(
     policy, tokenizer = load_policy(start_dir, device=cfg.device)
     reference, _ = load_policy(policy_dir, device=cfg.device)
     reference.eval().requires_grad_(False)
-    prm = None
+    prm, prm_loss = None, "mse"
     if prm_dir is not None:
-        prm = ValueModel.load(prm_dir).to(device).eval().requires_grad_(False)
+        prm, _, prm_loss = load_prm(prm_dir, device=cfg.device)
+        prm.requires_grad_(False)
         if prm.backbone.config.vocab_size != policy.config.vocab_size:
             raise ValueError(
                 f"the PRM at {prm_dir} has a vocabulary of {prm.backbone.config.vocab_size}, the "
@@ -448,7 +451,9 @@ def train_ppo(
         line_scores: list[list[float]] = [[] for _ in generations]
         if prm is not None:
             token_scores = torch.cat(
-                in_chunks(lambda b: prm_token_scores(prm, b), packed, cfg.batch_size, device)
+                in_chunks(
+                    lambda b: prm_token_scores(prm, b, prm_loss), packed, cfg.batch_size, device
+                )
             ).cpu()
             line_scores = [token_scores[b, s.last_tokens].tolist() for b, s in enumerate(segmented)]
         timings["prm_scoring"] = time.perf_counter() - t0

@@ -74,6 +74,23 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     reset_app_state()
 
 
+SMALL_BENCHMARK = {"n_train": 8, "n_test": 4, "min_steps": 2, "max_steps": 3}
+
+
+@pytest.fixture
+def tiny_policy(tmp_path: Path) -> str:
+    """A random tiny policy inside DATA_DIR (path fields must stay in the allowed folders)."""
+    from models.benchmark import BenchmarkConfig, generate
+    from models.policy import build_tiny_policy, save_policy
+    from models.policy_config import TinyModelConfig
+    from models.tokenizer import train_tokenizer
+
+    problems = generate(BenchmarkConfig(**SMALL_BENCHMARK))
+    tokenizer = train_tokenizer([p.prompt + (p.reference or "") for p in problems], 300)
+    model = build_tiny_policy(tokenizer, TinyModelConfig(n_layer=1, n_embd=32, n_head=2), 0)
+    return str(save_policy(model, tokenizer, tmp_path / "data" / "models" / "policy"))
+
+
 @pytest.fixture(scope="session")
 def sandbox_run_batch():
     """One warm sandbox pool for the session; skipped (or failed, in CI) without bubblewrap."""

@@ -40,7 +40,7 @@ def via_cli(client: int, data_dir: Path, tmp: Path) -> None:
 
 
 def via_api(client: int, url: str) -> None:
-    api = Client(url, verbose=False)
+    api = Client(url, verbose=False, httpx_kwargs={"timeout": 300})
     for i in range(PER_CLIENT):
         steps = client * PER_CLIENT + i + 1
         api.predict("healthcheck", json.dumps({"steps": steps}), api_name="/submit_job")

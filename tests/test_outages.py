@@ -22,7 +22,6 @@ from app.db import read_session
 from app.orm import Metric, RunStatus
 from tests.conftest import free_port, port_open, require, reset_app_state, wait_for
 from tests.test_jobs import cli_submit
-from workers.runner import submit
 
 pytestmark = pytest.mark.slow
 
@@ -175,7 +174,7 @@ def test_postgres_restart_during_a_job_loses_no_metric(
     reset_app_state()
     migrate()
     start_worker()
-    run_id = submit("healthcheck", {"steps": 16, "step_seconds": 0.5})
+    run_id = cli_submit("healthcheck", {"steps": 16, "step_seconds": 0.5}, tmp_path)
     wait_for(lambda: status_of(run_id)[0] == RunStatus.running, 60, "the job to start")
     time.sleep(1.5)
     private_postgres.stop()  # the database goes away mid-job …

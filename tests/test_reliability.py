@@ -15,8 +15,8 @@ from app import crud
 from app.db import read_session
 from app.orm import Metric, RunStatus
 from tests.conftest import BWRAP, require, wait_for
-from tests.test_rl_job import rl_config, tiny_policy  # noqa: F401  (fixture)
-from workers.runner import submit
+from tests.test_jobs import cli_submit
+from tests.test_rl_job import rl_config
 
 pytestmark = pytest.mark.slow
 
@@ -28,13 +28,17 @@ def policy_steps(run_id: int) -> list[int]:
 
 
 def test_kill_9_mid_rl_run_resumes_from_the_checkpoint_on_another_worker(
-    data_dir, start_worker, tiny_policy, monkeypatch  # noqa: F811
+    data_dir,
+    start_worker,
+    tiny_policy,
+    monkeypatch,
+    tmp_path,
 ):
     require(BWRAP.exists(), "bubblewrap is not installed")
     monkeypatch.setenv("PRM_STUDIO_LEASE_S", "4")
     config = {**rl_config(tiny_policy, 8), "eval_every": 0, "log_rollout_fraction": 0.0}
     first = start_worker()
-    run_id = submit("rl", config)
+    run_id = cli_submit("rl", config, tmp_path)
     wait_for(lambda: len(policy_steps(run_id)) >= 2, timeout=180, what="two PPO steps")
     os.killpg(first.pid, signal.SIGKILL)  # the worker and its pool child, mid-run
     first.wait()

@@ -10,30 +10,16 @@ from sqlalchemy import func, select
 from app import crud
 from app.db import read_session, session_scope
 from app.orm import Artifact, LineScore, Metric, Run, RunStatus, Sample
-from models.benchmark import BenchmarkConfig, generate
-from models.policy import build_tiny_policy, save_policy
-from models.policy_config import TinyModelConfig
-from models.tokenizer import train_tokenizer
-from tests.conftest import require
+from tests.conftest import SMALL_BENCHMARK, require
 from workers.registry import ConfigError, get_kind, validate_config
 from workers.runner import execute_run
-
-SMALL = BenchmarkConfig(n_train=8, n_test=4, min_steps=2, max_steps=3)
-
-
-@pytest.fixture
-def tiny_policy(tmp_path):
-    problems = generate(SMALL)
-    tokenizer = train_tokenizer([p.prompt + (p.reference or "") for p in problems], 300)
-    model = build_tiny_policy(tokenizer, TinyModelConfig(n_layer=1, n_embd=32, n_head=2), 0)
-    return str(save_policy(model, tokenizer, tmp_path / "policy"))
 
 
 def rl_config(policy: str, steps: int) -> dict:
     return {
         "variant": "baseline",
         "policy": policy,
-        "data": {"benchmark": SMALL.model_dump()},
+        "data": {"benchmark": SMALL_BENCHMARK},
         "steps": steps,
         "problems_per_step": 2,
         "samples_per_problem": 2,
