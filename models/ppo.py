@@ -358,7 +358,7 @@ def train_ppo(
         critic_opt.load_state_dict(state["critic_opt"])
         problem_rng.setstate(state["problem_rng"])
         log_rng.setstate(state["log_rng"])
-        restore_rng(state["rng"], torch.Generator())
+        restore_rng(state["rng"])
         kl_coef, start_step = state["kl_coef"], state["step"]
     eval_subset = list(eval_problems[: cfg.eval_problems])
     eval_cfg = EvalConfig(
@@ -623,7 +623,7 @@ def train_ppo(
                 "critic_opt": critic_opt.state_dict(),
                 "problem_rng": problem_rng.getstate(),
                 "log_rng": log_rng.getstate(),
-                "rng": rng_state(torch.Generator()),
+                "rng": rng_state(),
                 "kl_coef": kl_coef,
             }
             folder = save_ppo_checkpoint(

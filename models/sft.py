@@ -43,7 +43,7 @@ from models.policy import (
 )
 from models.policy_config import SFTConfig
 from models.problems import Problem
-from models.reporting import Reporter
+from models.reporting import AtFraction, Reporter
 from models.tokenizer import train_tokenizer
 
 STATE_PT = "train_state.pt"
@@ -140,23 +140,27 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def rng_state(data_rng: torch.Generator) -> dict[str, Any]:
+def rng_state(data_rng: torch.Generator | None = None) -> dict[str, Any]:
+    """Every random state a resumed run needs: python, numpy, torch (+ CUDA), and the data
+    order's own generator when the loop has one."""
     state = {
         "python": random.getstate(),
         "numpy": np.random.get_state(),
         "torch": torch.get_rng_state(),
-        "data": data_rng.get_state(),
     }
+    if data_rng is not None:
+        state["data"] = data_rng.get_state()
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def restore_rng(state: dict[str, Any], data_rng: torch.Generator) -> None:
+def restore_rng(state: dict[str, Any], data_rng: torch.Generator | None = None) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
-    data_rng.set_state(state["data"])
+    if data_rng is not None:
+        data_rng.set_state(state["data"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -182,20 +186,6 @@ def save_checkpoint(
         )
     )
     return folder
-
-
-class _AtFraction:
-    """Passes an inner job's progress messages on at a fixed overall fraction (an evaluation
-    inside training must not move the training's progress bar back to 0)."""
-
-    def __init__(self, reporter: Reporter, fraction: float) -> None:
-        self.reporter, self.fraction = reporter, fraction
-
-    def progress(self, fraction: float, message: str = "") -> None:
-        self.reporter.progress(self.fraction, message)
-
-    def metrics(self, step: int, values) -> None:
-        self.reporter.metrics(step, values)
 
 
 # ----------------------------------------------------------------------------- training
@@ -323,7 +313,7 @@ def train_sft(
                 eval_subset,
                 cfg.eval,
                 run_batch,
-                _AtFraction(reporter, done / cfg.steps),
+                AtFraction(reporter, done / cfg.steps),
                 step=done,
             )
             reporter.metrics(done, pass_metrics(result))
@@ -344,7 +334,7 @@ def train_sft(
             eval_problems,
             cfg.eval,
             run_batch,
-            _AtFraction(reporter, 1.0),
+            AtFraction(reporter, 1.0),
             step=final_step,
         )
         reporter.metrics(final_step, {**pass_metrics(final), **difficulty_metrics(final)})
