@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -115,7 +115,17 @@ def make_batch(
 # ----------------------------------------------------------------------------- optimisation
 
 
-def lr_at(step: int, cfg: SFTConfig) -> float:
+class Schedule(Protocol):
+    """The optimizer fields SFT and PRM training share (``SFTConfig``, ``PRMTrainConfig``)."""
+
+    steps: int
+    lr: float
+    min_lr_ratio: float
+    warmup_steps: int
+    weight_decay: float
+
+
+def lr_at(step: int, cfg: Schedule) -> float:
     """Linear warm-up, then cosine decay to lr × min_lr_ratio at the last step."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
@@ -124,7 +134,7 @@ def lr_at(step: int, cfg: SFTConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * cosine)
 
 
-def make_optimizer(model: torch.nn.Module, cfg: SFTConfig) -> torch.optim.AdamW:
+def make_optimizer(model: torch.nn.Module, cfg: Schedule) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices only: decaying biases and norm gains only hurts."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
