@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from models.policy_config import EvalConfig, SamplingParams
-from models.problems import Problem, exec_request
+from models.problems import Problem, exec_request, verdict_fields
 from models.reporting import Reporter
 from models.sampling import HFSampler
 
@@ -204,12 +204,7 @@ def _run_chunk(
             sample_index=s,
             completion=gen.text,
             program=request["program"],
-            verdict=result.status,
-            passed=result.status == "passed",
-            tests_passed=result.passed,
-            tests_total=result.total,
-            error_line=result.error_line,
-            detail=result.detail or "",
+            **verdict_fields(result),
             n_tokens=len(gen.token_ids),
             finish_reason=gen.finish_reason,
         )

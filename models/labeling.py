@@ -59,7 +59,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from models.benchmark import ground_truth_requests, labels_from_results
 from models.lines import Line, split_lines
 from models.policy_config import SamplingParams
-from models.problems import Problem, exec_request
+from models.problems import Problem, exec_request, verdict_fields
 from models.reporting import Reporter
 
 if TYPE_CHECKING:  # torch stays out of this module's imports: the job registry imports it
@@ -309,12 +309,7 @@ def _record(response: Response, search: str, m_star: int, labels: list[int]) -> 
         source_checkpoint=response.checkpoint,
         prompt=response.problem.prompt,
         response=response.text,
-        verdict=result.status,
-        passed=result.status == "passed",
-        tests_passed=result.passed,
-        tests_total=result.total,
-        error_line=result.error_line,
-        detail=result.detail or "",
+        **verdict_fields(result),
         search=search,
         m_star=m_star,
         labels=labels,

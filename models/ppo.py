@@ -54,7 +54,7 @@ from models.policy import load_policy, pick_device, save_policy
 from models.policy_config import EvalConfig, SamplingParams
 from models.ppo_config import PPOConfig
 from models.prm import load_prm, to_scores
-from models.problems import Problem, exec_request
+from models.problems import Problem, exec_request, verdict_fields
 from models.reporting import AtFraction, Reporter
 from models.sampling import Generation, HFSampler
 from models.sft import restore_rng, rng_state, seed_everything
@@ -586,12 +586,7 @@ def train_ppo(
                 sample_index=b,
                 task_id=problems[b].task_id,
                 program=requests[b]["program"],
-                verdict=results[b].status,
-                passed=passed[b],
-                tests_passed=results[b].passed,
-                tests_total=results[b].total,
-                error_line=results[b].error_line,
-                detail=results[b].detail or "",
+                **verdict_fields(results[b]),
                 lines=[
                     {
                         "line_no": line.index + 1,

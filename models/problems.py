@@ -491,3 +491,16 @@ def write_jsonl(problems: Sequence[Problem], path: str | Path) -> None:
         Path(path).write_bytes(gzip.compress(text.encode("utf-8"), mtime=0))
     else:
         Path(path).write_text(text, encoding="utf-8")
+
+
+def verdict_fields(result: Any) -> dict[str, Any]:
+    """A sandbox result (DESIGN §3) as the verdict fields every stored sample carries — the
+    reading side of ``exec_request``."""
+    return {
+        "verdict": result.status,
+        "passed": result.status == "passed",
+        "tests_passed": result.passed,
+        "tests_total": result.total,
+        "error_line": result.error_line,
+        "detail": result.detail or "",
+    }
