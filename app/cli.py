@@ -395,6 +395,23 @@ def cmd_export_prm_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """Read-only: the report of a stored group; the database is neither migrated nor written."""
+    from sqlalchemy.exc import OperationalError
+
+    from app.report import GroupNotFound, load_report, write_bundle
+
+    try:
+        report = load_report(args.group, args.metric)
+    except GroupNotFound as error:
+        raise CliError(str(error)) from None
+    except OperationalError as error:
+        raise CliError(f"cannot read the database: {error.orig}") from None
+    for path in write_bundle(report, Path(args.out)):
+        print(path)
+    return 0
+
+
 def cmd_exec(args: argparse.Namespace) -> int:
     from workers.sandbox import RequestFileError, exec_jsonl
 
@@ -507,6 +524,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("run", type=parse_run_id)
     export.add_argument("--out", required=True, help="the .jsonl file to write")
+
+    report = add(
+        "report",
+        cmd_report,
+        "Write a group's report: report.md (the paper's table, curves, labeling, PRM quality, "
+        "monitors, configs), PNG charts and configs.json.",
+    )
+    report.add_argument("group", help="the run group, e.g. reproduce-embedded-small")
+    report.add_argument("--out", required=True, help="the folder to write")
+    report.add_argument("--metric", help="held-out pass@1 metric (default: sampled, else greedy)")
 
     exec_ = add("exec", cmd_exec, "Run execution requests (JSONL) in the sandbox.")
     exec_.add_argument("requests", help="JSONL file of execution requests")

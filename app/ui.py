@@ -1,9 +1,9 @@
-"""The Gradio dashboard: Runs, Launch, Run, Inspect, Compare and Workers tabs.
+"""The Gradio dashboard: Runs, Launch, Run, Inspect, Compare, Report and Workers tabs.
 
-Callbacks only translate between widgets and ``app.views`` / ``app.compare`` (reads) or
-``app.actions`` (writes); nothing here computes what belongs in SQL or ``models/``. Every launch
-action is a named API endpoint (``api_name``), so a script can do what the browser does; the
-rest of the UI's events are private.
+Callbacks only translate between widgets and ``app.views`` / ``app.compare`` / ``app.report``
+(reads) or ``app.actions`` (writes); nothing here computes what belongs in SQL or ``models/``.
+Every launch action is a named API endpoint (``api_name``), so a script can do what the browser
+does; the rest of the UI's events are private.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import gradio as gr
 
-from app import actions, compare, render, views
+from app import actions, compare, render, report, views
 from app.crud import RunNotFound
 from app.forms import FormField, FormValueError, field_messages, form_fields, render_form
 from app.forms import values_to_config as form_values
@@ -646,6 +646,41 @@ def compare_tab(tab: gr.Tab) -> None:
     tab.select(lambda: gr.Dropdown(choices=views.group_choices()), outputs=group, **PRIVATE)
 
 
+# ============================================================================ Report tab
+
+
+def report_outputs(group: str | None) -> list[Any]:
+    """The Report tab for one group: markdown, the three charts and the bundle's zip."""
+    if not group:
+        return ["Pick a group.", gr.skip(), gr.skip(), gr.skip(), None]
+    try:
+        data = report.load_report(group)
+    except report.GroupNotFound as error:
+        return [str(error), gr.skip(), gr.skip(), gr.skip(), None]
+    return [
+        report.to_markdown(data),
+        report.pass_rate_figure(data),
+        report.difficulty_figure(data),
+        report.hacking_figure(data),
+        str(report.bundle_zip(data)),
+    ]
+
+
+def report_tab(tab: gr.Tab) -> None:
+    with gr.Row():
+        group = gr.Dropdown([], label="group", allow_custom_value=True, elem_id="report-group")
+        button = gr.Button("Build report", variant="primary", elem_id="report-button")
+        download = gr.File(label="report.md + PNG charts + configs.json", elem_id="report-zip")
+    curves = gr.Plot(label="pass rate by variant", elem_id="report-curves")
+    with gr.Row():
+        difficulty = gr.Plot(label="long horizon", elem_id="report-difficulty")
+        hacking = gr.Plot(label="reward-hacking monitors", elem_id="report-hacking")
+    text = gr.Markdown(elem_id="report-text")
+    outputs = [text, curves, difficulty, hacking, download]
+    button.click(report_outputs, inputs=group, outputs=outputs, **PRIVATE)
+    tab.select(lambda: gr.Dropdown(choices=views.group_choices()), outputs=group, **PRIVATE)
+
+
 # ============================================================================ Workers tab
 
 
@@ -680,6 +715,8 @@ def build_ui() -> gr.Blocks:
                 inspect = inspect_tab(tab)
             with gr.Tab("Compare", id="compare") as tab:
                 compare_tab(tab)
+            with gr.Tab("Report", id="report") as tab:
+                report_tab(tab)
             with gr.Tab("Workers", id="workers") as tab:
                 workers_tab(tab)
 
