@@ -82,11 +82,19 @@ def allowed_roots(settings: Settings) -> list[Path]:
 
 def check_paths(config: BaseModel, settings: Settings) -> None:
     """Every path field resolves (symlinks and ``..`` included) inside an allowed root."""
+    from workers.artifacts import in_store, is_url
     from workers.registry import walk_fields
 
     roots = allowed_roots(settings)
     for field, name, value in walk_fields(config):
         if name not in PATH_FIELDS or not isinstance(value, str):
+            continue
+        if is_url(value):
+            if not in_store(value):
+                raise PathNotAllowed(
+                    f"{field}: {value!r} is a URL outside the artifact store; only locations "
+                    "under PRM_STUDIO_ARTIFACTS_URL are allowed"
+                )
             continue
         real = Path(os.path.realpath(Path(value).expanduser()))
         if not any(real == root or root in real.parents for root in roots):

@@ -55,7 +55,15 @@ class Settings(BaseSettings):
     artifacts_dir: Path | None = Field(
         default=None,
         description="Where checkpoints and datasets are written. Default: DATA_DIR/artifacts. "
-        "Must be shared by all workers in a multi-host deployment.",
+        "Without ARTIFACTS_URL it is the artifact store itself, so all workers of a multi-host "
+        "deployment must share it (an NFS mount); with ARTIFACTS_URL it is this host's working "
+        "copy and cache of the store.",
+    )
+    artifacts_url: str = Field(
+        default="",
+        description="An fsspec URL of the shared artifact store (s3://bucket/prefix, "
+        "file:///mnt/shared/artifacts, …). Jobs write into ARTIFACTS_DIR and upload; a job on "
+        "another host downloads what it needs into its own ARTIFACTS_DIR. Empty: no upload.",
     )
     host: str = Field(default="127.0.0.1", description="Address the dashboard listens on.")
     port: int = Field(default=7860, ge=1, le=65535, description="Port of the dashboard.")
@@ -109,6 +117,29 @@ class Settings(BaseSettings):
             if value.lstrip().startswith("["):
                 return json.loads(value)
             return [part for part in value.split(os.pathsep) if part]
+        return value
+
+    @field_validator("artifacts_url")
+    @classmethod
+    def _known_store(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not value:
+            return value
+        protocol, sep, rest = value.partition("://")
+        if not sep or not rest:
+            raise ValueError(
+                f"PRM_STUDIO_ARTIFACTS_URL: {value!r} is not a URL; give protocol://location, "
+                "e.g. s3://bucket/prefix or file:///mnt/shared/artifacts"
+            )
+        import fsspec
+
+        try:
+            fsspec.get_filesystem_class(protocol)
+        except (ValueError, ImportError) as error:
+            raise ValueError(
+                f"PRM_STUDIO_ARTIFACTS_URL: fsspec cannot open {protocol}:// ({error}); install "
+                "the package for it (s3fs for s3://, gcsfs for gs://, adlfs for az://)"
+            ) from None
         return value
 
     @model_validator(mode="after")

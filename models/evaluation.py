@@ -23,7 +23,7 @@ import numpy as np
 from models.policy_config import EvalConfig, SamplingParams
 from models.problems import Problem, exec_request, verdict_fields
 from models.reporting import Reporter
-from models.sampling import HFSampler
+from models.sampling import Sampler, make_sampler
 
 
 class ExecOutcome(Protocol):
@@ -139,14 +139,20 @@ def evaluate(
     reporter: Reporter,
     *,
     step: int = 0,
+    sampler: Sampler | None = None,
 ) -> EvalResult:
     """Generate greedy and/or sampled completions for ``problems``, run them, score them.
 
     Reports progress (with an ETA) after every batch; metrics are returned, not reported, so
-    the caller decides the step they belong to.
+    the caller decides the step they belong to. A caller that evaluates a model it is training
+    passes the ``sampler`` it keeps (its weights are synced here); otherwise one is made for
+    ``cfg.backend``.
     """
     started = time.perf_counter()
-    sampler = HFSampler(model, tokenizer, batch_size=cfg.batch_size)
+    if sampler is None:
+        sampler = make_sampler(model, tokenizer, backend=cfg.backend, batch_size=cfg.batch_size)
+    else:
+        sampler.sync_weights()  # score the model as it is now
     # (mode, problem index, sample index) for every completion, greedy first
     jobs = [("greedy", i, 0) for i in range(len(problems))] if cfg.greedy else []
     jobs += [("sampled", i, s) for i in range(len(problems)) for s in range(cfg.n_samples)]
@@ -169,7 +175,7 @@ def evaluate(
 
 
 def _run_chunk(
-    sampler: HFSampler,
+    sampler: Sampler,
     problems: Sequence[Problem],
     chunk: list[tuple[str, int, int]],
     cfg: EvalConfig,

@@ -596,14 +596,15 @@ def collect(
 
 
 def policy_sampler(device: str, batch_size: int) -> Callable[[str], Sampler]:
-    """Loads a checkpoint folder into an ``HFSampler`` (torch is imported only here)."""
+    """Loads a checkpoint folder into a sampler of the ``auto`` backend (torch is imported
+    only here)."""
 
     def load(checkpoint: str) -> Sampler:
         from models.policy import load_policy
-        from models.sampling import HFSampler
+        from models.sampling import make_sampler
 
         model, tokenizer = load_policy(checkpoint, device=device)
-        return HFSampler(model, tokenizer, batch_size=batch_size)
+        return make_sampler(model, tokenizer, batch_size=batch_size)
 
     return load
 

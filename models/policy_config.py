@@ -3,7 +3,15 @@ the job registry, the CLI and the dashboard form import them without torch."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
+
+Backend = Literal["auto", "hf", "vllm"]
+BACKEND_HELP = (
+    "Generation backend: auto (vLLM when it is installed and the model is on a GPU, else "
+    "transformers), hf (transformers) or vllm (pip install 'prm-studio[gpu]'; needs a GPU)."
+)
 
 
 class TinyModelConfig(BaseModel):
@@ -99,6 +107,7 @@ class EvalConfig(BaseModel):
         default=64, ge=1, le=4096, description="Completions generated (and then run) per batch."
     )
     seed: int = Field(default=0, description="Seed of the sampled completions.")
+    backend: Backend = Field(default="auto", description=BACKEND_HELP)
 
 
 class SFTConfig(BaseModel):

@@ -56,7 +56,7 @@ from models.ppo_config import PPOConfig
 from models.prm import load_prm, to_scores
 from models.problems import Problem, exec_request, verdict_fields
 from models.reporting import AtFraction, Reporter
-from models.sampling import Generation, HFSampler
+from models.sampling import Generation, make_sampler
 from models.sft import restore_rng, rng_state, seed_everything
 from models.value_model import ValueModel
 
@@ -348,7 +348,7 @@ def train_ppo(
     policy.eval()
     policy_opt = torch.optim.AdamW(policy.parameters(), lr=cfg.policy_lr, eps=1e-5)
     critic_opt = torch.optim.AdamW(critic.parameters(), lr=cfg.critic_lr, eps=1e-5)
-    sampler = HFSampler(policy, tokenizer, batch_size=cfg.batch_size)
+    sampler = make_sampler(policy, tokenizer, backend=cfg.backend, batch_size=cfg.batch_size)
     problem_rng = random.Random(cfg.seed)
     log_rng = random.Random(cfg.seed + 1)
     kl_coef, start_step = cfg.kl_coef, 0
@@ -368,6 +368,7 @@ def train_ppo(
         max_new_tokens=cfg.max_new_tokens,
         batch_size=cfg.batch_size,
         seed=cfg.seed,
+        backend=cfg.backend,
     )
     pad_id = tokenizer.pad_token_id
     checkpoints: list[Path] = []
@@ -382,6 +383,7 @@ def train_ppo(
             run_batch,
             AtFraction(reporter, step / cfg.steps),
             step=step,
+            sampler=sampler,
         )
         metrics = {**pass_metrics(result), **difficulty_metrics(result)}
         reporter.metrics(step, metrics)
@@ -543,6 +545,7 @@ def train_ppo(
                 stats["pg"].append(pg_loss.item())
                 stats["vf"].append(v_loss.item())
                 stats["ent"].append(entropy_loss.item())
+        sampler.sync_weights()  # the next rollouts (and evaluations) sample the updated policy
         timings["update"] = time.perf_counter() - t0
 
         # ---- 6. metrics, logged samples, adaptive β, evaluation, checkpoint ----------------

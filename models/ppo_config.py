@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from models.policy_config import BACKEND_HELP, Backend
+
 Variant = Literal["baseline", "dense", "value-init", "dense+value-init"]
 VARIANTS: tuple[Variant, ...] = ("baseline", "dense", "value-init", "dense+value-init")
 
@@ -112,6 +114,10 @@ class PPOConfig(BaseModel):
         default=64, ge=1, le=4096, description="Sequences per forward pass when scoring."
     )
     device: str = Field(default="auto", description="auto (CUDA if present), cpu or cuda[:i].")
+    backend: Backend = Field(
+        default="auto",
+        description=BACKEND_HELP + " vLLM gets the policy's weights after every PPO update.",
+    )
 
     @property
     def dense(self) -> bool:

@@ -1,9 +1,15 @@
 """Batched sampling from a policy: completions of prompts (or of prompt + partial completion).
 
-One small interface, ``Sampler.generate(prompts, params) -> [Generation]``, so that a vLLM
-backend can be added beside the transformers one. ``HFSampler`` is a manual decoding loop over
-the KV cache rather than ``model.generate``: it keeps full control of the stopping rule, of the
-random generator (seeded per call, so results are reproducible) and of the log-probs.
+One small interface, ``Sampler.generate(prompts, params) -> [Generation]``, two backends, and
+``make_sampler`` choosing between them for every caller (evaluation, PPO rollouts, labeling):
+
+- ``HFSampler`` (transformers) is a manual decoding loop over the KV cache rather than
+  ``model.generate``: it keeps full control of the stopping rule, of the random generator
+  (seeded per call, so results are reproducible) and of the log-probs. It samples from the live
+  model, so it always sees the latest weights.
+- ``VLLMSampler`` (the optional ``gpu`` extra) runs a vLLM engine in this process on the model's
+  GPU. vLLM cannot backpropagate, so it holds its own copy of the weights: ``sync_weights`` loads
+  the model's current ones into it, and PPO calls it after every update.
 
 Log-probs are those of the policy at temperature 1 — ``log_softmax`` of the raw logits — for the
 sampled tokens, whatever temperature or top-p chose them: PPO's ratio and KL terms are defined
@@ -20,7 +26,10 @@ A completion ends at the first of:
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
+import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -30,7 +39,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase
 
 from models.lines import decode
-from models.policy_config import SamplingParams
+from models.policy_config import Backend, SamplingParams
 
 FinishReason = Literal["eos", "dedent", "length"]
 
@@ -47,6 +56,9 @@ class Generation:
 class Sampler(Protocol):
     def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[Generation]:
         """One completion per prompt, in order."""
+
+    def sync_weights(self) -> None:
+        """Make the next ``generate`` use the model's current weights."""
 
 
 def filter_top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -85,6 +97,16 @@ class _LineState:
         return False
 
 
+def token_pieces(tokenizer: PreTrainedTokenizerBase) -> list[str]:
+    """Each token's text on its own, for the dedent check (a partial multi-byte character reads
+    as U+FFFD: not a space, which is right — it is text at that column)."""
+    return tokenizer.batch_decode(
+        [[i] for i in range(len(tokenizer))],
+        skip_special_tokens=True,
+        clean_up_tokenization_spaces=False,
+    )
+
+
 class HFSampler:
     """The transformers backend: batches of prompts, left-padded, decoded with the KV cache."""
 
@@ -92,15 +114,12 @@ class HFSampler:
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
-        # Each token's text on its own, for the dedent check (a partial multi-byte character
-        # reads as U+FFFD: not a space, which is right — it is text at that column).
-        self.pieces = tokenizer.batch_decode(
-            [[i] for i in range(len(tokenizer))],
-            skip_special_tokens=True,
-            clean_up_tokenization_spaces=False,
-        )
+        self.pieces = token_pieces(tokenizer)
         self.max_positions = getattr(model.config, "max_position_embeddings", None)
         self.cache_keyword = cache_keyword(model)
+
+    def sync_weights(self) -> None:
+        """Nothing to do: this backend samples from the live model."""
 
     def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[Generation]:
         device = next(self.model.parameters()).device
@@ -209,3 +228,137 @@ class HFSampler:
             )
             for b in range(B)
         ]
+
+
+# ----------------------------------------------------------------------------- vLLM
+
+
+def cut_completion(
+    pieces: Sequence[str],
+    eos_id: int | None,
+    prompt: str,
+    token_ids: Sequence[int],
+    logprobs: Sequence[float],
+    stop_at_dedent: bool,
+) -> tuple[list[int], list[float], FinishReason]:
+    """Apply ``HFSampler``'s stopping rule to a completion decoded without it: keep tokens up to
+    an EOS (kept) or up to the token that dedents to column 0 (dropped)."""
+    state = _LineState(not prompt or prompt.endswith("\n"))
+    for i, token in enumerate(token_ids):
+        if token == eos_id:
+            return list(token_ids[: i + 1]), list(logprobs[: i + 1]), "eos"
+        if stop_at_dedent and state.dedents(pieces[token]):
+            return list(token_ids[:i]), list(logprobs[:i]), "dedent"
+    return list(token_ids), list(logprobs), "length"
+
+
+class VLLMSampler:
+    """The vLLM backend, colocated: an engine in this process, on the model's GPU, built from
+    the model's config and tokenizer with placeholder weights (``load_format="dummy"``) and then
+    given the model's own weights, so a model that was never saved (SFT from scratch) works too.
+
+    vLLM has no dedent stop, so completions are decoded to EOS or ``max_new_tokens`` and then
+    cut by the same rule as ``HFSampler``: the tokens past a dedent are generated and dropped.
+    Log-probs are vLLM's raw ones (before temperature and top-p), as the interface requires.
+    Each prompt gets its own seed (``params.seed + i``), so results are reproducible, though not
+    equal to ``HFSampler``'s.
+    """
+
+    def __init__(
+        self, model, tokenizer: PreTrainedTokenizerBase, gpu_memory_utilization: float = 0.3
+    ) -> None:
+        # In-process engine core: load_weights is handed the model's tensors directly instead of
+        # serialising them to an engine process.
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        from vllm import LLM
+
+        self.model = model
+        self.tokenizer = tokenizer
+        self.pieces = token_pieces(tokenizer)
+        self._folder = tempfile.TemporaryDirectory(prefix="prm-studio-vllm-")
+        model.config.save_pretrained(self._folder.name)
+        tokenizer.save_pretrained(self._folder.name)
+        self.llm = LLM(
+            model=self._folder.name,
+            load_format="dummy",
+            dtype=next(model.parameters()).dtype,
+            max_model_len=getattr(model.config, "max_position_embeddings", None),
+            # the rest of the GPU is the trainer's: policy, reference, critic, optimizer state
+            gpu_memory_utilization=gpu_memory_utilization,
+            enforce_eager=True,
+        )
+        self.sync_weights()
+
+    def sync_weights(self) -> None:
+        """Load the model's current weights into the engine (vLLM maps the Hugging Face names)."""
+        weights = list(self.model.state_dict().items())
+        self.llm.apply_model(lambda engine_model: engine_model.load_weights(weights))
+
+    def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[Generation]:
+        from vllm import SamplingParams as VLLMSamplingParams
+
+        # tokenised here, as HFSampler does, so both backends see the same prompt tokens
+        prompt_ids = self.tokenizer(list(prompts))["input_ids"]
+        outputs = self.llm.generate(
+            [{"prompt_token_ids": ids} for ids in prompt_ids],
+            [
+                VLLMSamplingParams(
+                    temperature=params.temperature,
+                    top_p=params.top_p,
+                    max_tokens=params.max_new_tokens,
+                    seed=params.seed + i,
+                    logprobs=0,  # the sampled token's own log-prob
+                )
+                for i in range(len(prompts))
+            ],
+            use_tqdm=False,
+        )
+        generations = []
+        for prompt, ids, output in zip(prompts, prompt_ids, outputs, strict=True):
+            completion = output.outputs[0]
+            logprobs = [
+                position[token].logprob
+                for token, position in zip(completion.token_ids, completion.logprobs, strict=True)
+            ]
+            kept, kept_logprobs, reason = cut_completion(
+                self.pieces,
+                self.tokenizer.eos_token_id,
+                prompt,
+                completion.token_ids,
+                logprobs,
+                params.stop_at_dedent,
+            )
+            generations.append(
+                Generation(ids, kept, kept_logprobs, decode(self.tokenizer, kept), reason)
+            )
+        return generations
+
+
+def vllm_installed() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def make_sampler(
+    model, tokenizer: PreTrainedTokenizerBase, *, backend: Backend = "auto", batch_size: int = 64
+) -> Sampler:
+    """The sampler every caller uses. ``auto``: vLLM when it is installed and the model is a
+    plain (not LoRA-wrapped) model on a CUDA device; transformers otherwise."""
+    on_cuda = next(model.parameters()).device.type == "cuda"
+    plain = not hasattr(model, "get_base_model")
+    if backend == "vllm":
+        if not vllm_installed():
+            raise ValueError(
+                "backend: 'vllm' needs the vllm package: pip install 'prm-studio[gpu]' "
+                "(or set backend to 'auto' or 'hf')"
+            )
+        if not on_cuda:
+            raise ValueError(
+                "backend: 'vllm' needs the model on a CUDA device: set device to 'auto' or "
+                "'cuda' on a GPU host (or backend to 'hf')"
+            )
+        if not plain:
+            raise ValueError("backend: 'vllm' cannot sample from a LoRA model: use 'hf'")
+        return VLLMSampler(model, tokenizer)
+    if backend == "auto" and vllm_installed() and on_cuda and plain:
+        return VLLMSampler(model, tokenizer)
+    return HFSampler(model, tokenizer, batch_size=batch_size)

@@ -44,6 +44,7 @@ from models.policy import (
 from models.policy_config import SFTConfig
 from models.problems import Problem
 from models.reporting import AtFraction, Reporter
+from models.sampling import make_sampler
 from models.tokenizer import train_tokenizer
 
 STATE_PT = "train_state.pt"
@@ -255,6 +256,11 @@ def train_sft(
     if resume_state is None:  # logged once per run, not again on resume
         reporter.metrics(0, {"charts/n_parameters": n_parameters, "charts/n_train": len(examples)})
 
+    # one sampler for every evaluation of the model in training (evaluate syncs its weights)
+    sampler = make_sampler(
+        model, tokenizer, backend=cfg.eval.backend, batch_size=cfg.eval.batch_size
+    )
+
     # ---- the loop ----
     model.train()
     checkpoints: list[Path] = []
@@ -325,6 +331,7 @@ def train_sft(
                 run_batch,
                 AtFraction(reporter, done / cfg.steps),
                 step=done,
+                sampler=sampler,
             )
             reporter.metrics(done, pass_metrics(result))
             model.train()
@@ -346,6 +353,7 @@ def train_sft(
             run_batch,
             AtFraction(reporter, 1.0),
             step=final_step,
+            sampler=sampler,
         )
         reporter.metrics(final_step, {**pass_metrics(final), **difficulty_metrics(final)})
     return SFTResult(

@@ -1,14 +1,24 @@
 """Sampling: seeded determinism, the three ways a completion ends, continuation from a prefix,
-and log-probs that equal the policy's own at temperature 1 despite left padding."""
+log-probs that equal the policy's own at temperature 1 despite left padding, and the choice of
+backend (transformers unless vLLM is installed and the model is on a GPU)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from models import sampling
 from models.lines import decode
 from models.policy import TinyModelConfig, build_tiny_policy
-from models.sampling import HFSampler, SamplingParams, _LineState, filter_top_p
+from models.sampling import (
+    HFSampler,
+    SamplingParams,
+    _LineState,
+    cut_completion,
+    filter_top_p,
+    make_sampler,
+    token_pieces,
+)
 from models.tokenizer import train_tokenizer
 
 # A model that has memorised these: one completion runs on into a second function (it must be
@@ -110,3 +120,42 @@ def test_the_dedent_rule(start, pieces, stops_at):
     state = _LineState(start)
     stops = [i for i, piece in enumerate(pieces) if state.dedents(piece)]
     assert (stops[0] if stops else None) == stops_at
+
+
+def test_auto_falls_back_to_transformers_without_vllm_or_a_gpu(memorised, monkeypatch):
+    model, tokenizer = memorised
+    assert isinstance(make_sampler(model, tokenizer), HFSampler)
+    assert isinstance(make_sampler(model, tokenizer, backend="hf", batch_size=3), HFSampler)
+    monkeypatch.setattr(sampling, "vllm_installed", lambda: True)
+    assert isinstance(make_sampler(model, tokenizer, backend="auto"), HFSampler)  # CPU model
+
+
+def test_asking_for_vllm_where_it_cannot_run_names_the_field_and_the_fix(memorised, monkeypatch):
+    model, tokenizer = memorised
+    monkeypatch.setattr(sampling, "vllm_installed", lambda: False)
+    with pytest.raises(ValueError, match=r"backend: 'vllm' needs the vllm package: pip install"):
+        make_sampler(model, tokenizer, backend="vllm")
+    monkeypatch.setattr(sampling, "vllm_installed", lambda: True)
+    with pytest.raises(ValueError, match=r"backend: 'vllm' needs the model on a CUDA device"):
+        make_sampler(model, tokenizer, backend="vllm")
+
+
+def test_a_completion_decoded_without_stops_is_cut_like_the_transformers_loop(memorised):
+    """vLLM decodes to EOS or the length limit; ``cut_completion`` then applies the dedent rule,
+    giving what HFSampler returns when it stops itself."""
+    model, tokenizer = memorised
+    sampler, pieces = HFSampler(model, tokenizer), token_pieces(tokenizer)
+    prompts = ["def f(x):\n", "def h(z):\n"]
+    no_stop = GREEDY.model_copy(update={"stop_at_dedent": False})
+    for prompt, full, stopped in zip(
+        prompts, sampler.generate(prompts, no_stop), sampler.generate(prompts, GREEDY), strict=True
+    ):
+        kept, logprobs, reason = cut_completion(
+            pieces, tokenizer.eos_token_id, prompt, full.token_ids, full.logprobs, True
+        )
+        assert (kept, logprobs, reason) == (
+            stopped.token_ids,
+            stopped.logprobs,
+            stopped.finish_reason,
+        )
+        assert decode(tokenizer, kept) == stopped.text

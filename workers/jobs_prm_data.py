@@ -115,21 +115,13 @@ def evenly_spaced(items: list[str], n: int) -> list[str]:
 
 
 def rl_checkpoints(run_id: int, n: int) -> list[str]:
-    from sqlalchemy import select
+    from workers.artifacts import artifact_locations, exists, local_path
 
-    from app.db import read_session
-    from app.orm import Artifact
-
-    with read_session() as session:
-        paths = session.scalars(
-            select(Artifact.path)
-            .where(Artifact.run_id == run_id, Artifact.kind == "checkpoint")
-            .order_by(Artifact.step, Artifact.id)
-        ).all()
-    policies = [str(Path(path) / "policy") for path in paths if (Path(path) / "policy").is_dir()]
+    found = artifact_locations(run_id, "checkpoint")
+    policies = [f"{path}/policy" for path, _ in found if exists(f"{path}/policy")]
     if not policies:
         raise ValueError(f"rl_run_id: run {run_id} has no checkpoint with a policy/ folder")
-    return evenly_spaced(policies, n)
+    return [local_path(policy) for policy in evenly_spaced(policies, n)]
 
 
 def resolve_checkpoints(cfg: PrmDataJobConfig) -> list[str]:

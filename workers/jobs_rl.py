@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from models.ppo_config import PPOConfig
-from workers.artifacts import forget_after, latest_artifact, required_artifact
+from workers.artifacts import forget_after, latest_artifact, location, required_artifact
 from workers.jobs_policy import ProblemSource
 
 
@@ -90,7 +90,10 @@ def run_rl(ctx, cfg: RLJobConfig) -> dict[str, Any]:
         out_dir=ctx.artifacts_dir / "ppo",
         on_samples=lambda step, records: store_samples(ctx.run_id, step, name, records),
         on_checkpoint=lambda step, folder: ctx.add_artifact(
-            "checkpoint", Path(folder), step=step, meta={"policy": str(Path(folder) / "policy")}
+            "checkpoint",
+            Path(folder),
+            step=step,
+            meta={"policy": location(Path(folder) / "policy")},
         ),
         resume_dir=Path(resume[0]) if resume else None,
     )

@@ -27,7 +27,7 @@ from app.db import retrying, session_scope
 from app.orm import Run, RunStatus
 from app.security import PathNotAllowed, check_paths
 from app.settings import get_settings
-from workers import heartbeat
+from workers import artifacts, heartbeat
 from workers.registry import ConfigError, JobKind, get_kind, validate_config, walk_fields
 
 log = logging.getLogger(__name__)
@@ -69,9 +69,11 @@ class JobContext:
     def add_artifact(
         self, kind: str, path: Path, step: int | None = None, meta: dict[str, Any] | None = None
     ) -> None:
+        """Publish a file or folder the job wrote to the artifact store and record where."""
+        stored = artifacts.publish(path)
         retrying(
             lambda session: crud.add_artifact(
-                session, run_id=self.run_id, kind=kind, path=str(path), step=step, meta=meta
+                session, run_id=self.run_id, kind=kind, path=stored, step=step, meta=meta
             )
         )
 
@@ -94,6 +96,9 @@ def reference_errors(cfg: BaseModel) -> list[str]:
             if name.endswith("_run_id") or name.endswith("_run_ids"):
                 if session.get(Run, value) is None:
                     errors.append(f"{field}: run {value} does not exist")
+            elif (name in MODEL_FIELDS or name == "init_from") and artifacts.in_store(value):
+                if not artifacts.exists(f"{value}/config.json"):
+                    errors.append(f"{field}: {value} is not a model folder in the artifact store")
             elif name in MODEL_FIELDS or (name == "init_from" and Path(value).exists()):
                 folder = Path(value).expanduser()
                 if not folder.is_dir():
@@ -317,7 +322,7 @@ def execute_run(run_id: int, task_id: str | None = None, worker_name: str | None
     with run_heartbeat(run_id, interval_s=settings.lease_s / 6):
         try:
             kind = get_kind(kind_name)
-            cfg: BaseModel = validate_config(kind, raw_config)
+            cfg: BaseModel = artifacts.localized(validate_config(kind, raw_config))
             ctx.artifacts_dir.mkdir(parents=True, exist_ok=True)
             result = kind.load()(ctx, cfg)
         except JobCancelled:
