@@ -115,7 +115,7 @@ def load_group(session: Session, *, group: str) -> GroupRows:
         .order_by(Metric.run_id, Metric.name, Metric.step)
     )
     points = [(int(r), str(n), int(s), float(v)) for r, n, s, v in session.execute(query)]
-    data = next((run for run in reversed(runs) if run.kind == "prm-data"), None)
+    data = latest_of(runs, "prm-data")
     audit = queries.label_confusion(session, run_id=data.id) if data else {}
     return GroupRows(group, runs, points, audit, superseded=len(stored) - len(runs))
 
@@ -162,7 +162,11 @@ class Report:
     superseded: int
 
     def run_of(self, kind: str) -> RunRow | None:
-        return next((run for run in reversed(self.runs) if run.kind == kind), None)
+        return latest_of(self.runs, kind)
+
+
+def latest_of(runs: Sequence[RunRow], kind: str) -> RunRow | None:
+    return next((run for run in reversed(runs) if run.kind == kind), None)
 
 
 Series = dict[str, list[tuple[int, float]]]  # metric name -> (step, value), by step
@@ -247,7 +251,7 @@ def build_report(rows: GroupRows, metric: str | None = None) -> Report:
     for variant in ordered:
         runs = members[variant]
         curve = mean_curve([series[r.id][metric] for r in runs])
-        reach = steps_to_reach(curve, baseline_final, len(runs)) if baseline else None
+        reach = None if baseline_final is None else steps_to_reach(curve, baseline_final, len(runs))
         variants.append(
             VariantRow(
                 variant,
@@ -273,8 +277,7 @@ def build_report(rows: GroupRows, metric: str | None = None) -> Report:
             logged = [series[r.id][monitor] for r in members[v] if monitor in series[r.id]]
             if logged:
                 monitors.setdefault(monitor, {})[VARIANT_TITLES.get(v, v)] = mean_curve(logged)
-    prm_run = next((r for r in reversed(rows.runs) if r.kind == "prm-train"), None)
-    data_run = next((r for r in reversed(rows.runs) if r.kind == "prm-data"), None)
+    prm_run, data_run = latest_of(rows.runs, "prm-train"), latest_of(rows.runs, "prm-data")
     prm = last_values(series.get(prm_run.id, {}), "prm/") if prm_run else {}
     return Report(
         group=rows.group,
@@ -318,10 +321,7 @@ def pct(value: float | None) -> str:
 
 def pm(values: Sequence[float]) -> str:
     """``mean ± std`` in percent over seeds (sample std; 0 for one seed)."""
-    if not values:
-        return "–"
-    mean, std = mean_std(values)
-    return f"{100 * mean:.1f} ± {100 * std:.1f}"
+    return pm_stats(mean_std(values) if values else None)
 
 
 def number(value: float) -> str:
@@ -348,6 +348,8 @@ def wall_seconds(runs: Sequence[RunRow]) -> float | None:
 
 
 def paper_table(report: Report) -> list[str]:
+    if not report.variants:
+        return [f"No PPO run has logged `{report.metric}` yet.", ""]
     long_title = (
         f"longest difficulty ({difficulty_of(report.long_metric)})"
         if report.long_metric
@@ -398,6 +400,8 @@ def pm_stats(stats: tuple[float, float] | None) -> str:
 
 
 def curves_table(report: Report) -> list[str]:
+    if not report.variants:
+        return []
     steps = sorted({p.step for v in report.variants for p in v.curve})
     at = {(v.title, p.step): p for v in report.variants for p in v.curve}
     rows = [[step, *(pm_point(at.get((v.title, step))) for v in report.variants)] for step in steps]
@@ -450,8 +454,9 @@ def prm_lines(report: Report) -> list[str]:
     lines += md_table(["metric", "value"], [[n, number(v)] for n, v in sorted(q.items())])
     if report.best_of_k:
         lines += [
-            "Best-of-K reranking by the PRM (responses of the policy it was trained beside; "
-            "random: one response at random, oracle: pass@K):",
+            "Best-of-K reranking by the PRM, on responses sampled from the prm-train run's "
+            "policy (the SFT model in `reproduce`); random: one response at random, oracle: "
+            "pass@K:",
             "",
         ]
         rows = [

@@ -42,16 +42,13 @@ PRM = {
 
 
 def add_run(session, kind: str, name: str, config: dict, minutes: int = 5, **values) -> int:
-    run = Run(
-        kind=kind,
-        name=name,
-        group_name=GROUP,
-        config=config,
-        status=values.pop("status", "succeeded"),
-        started_at=START,
-        finished_at=START + timedelta(minutes=minutes),
+    values = {
+        "status": "succeeded",
+        "started_at": START,
+        "finished_at": START + timedelta(minutes=minutes),
         **values,
-    )
+    }
+    run = Run(kind=kind, name=name, group_name=GROUP, config=config, **values)
     session.add(run)
     session.flush()
     return run.id
@@ -198,3 +195,13 @@ def test_a_group_with_rl_runs_only_still_renders(data_dir):
     markdown = rep.to_markdown(report)
     assert "No prm-data run with labeling metrics" in markdown
     assert "No prm-train run with evaluation metrics" in markdown
+
+
+def test_a_group_that_just_started_says_what_is_missing(data_dir, tmp_path):
+    with session_scope() as session:
+        add_run(session, "sft", "sft", {}, status="running", finished_at=None)
+    markdown = rep.to_markdown(rep.load_report(GROUP))
+    assert "**1 not succeeded: the figures are partial**" in markdown
+    assert "No PPO run has logged `eval/pass@1_sampled` yet." in markdown
+    assert main(["report", GROUP, "--out", str(tmp_path / "early")]) == 0
+    assert sorted(p.name for p in (tmp_path / "early").iterdir()) == ["configs.json", "report.md"]
