@@ -8,6 +8,7 @@ full; a LoRA policy is saved with its adapters merged, so the rule above still h
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 from typing import Any
@@ -46,12 +47,24 @@ def pick_device(device: str = "auto") -> torch.device:
 
 def pick_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype:
     """``auto``: bf16 on GPUs that support it (half the memory, no loss scaling), else fp32
-    (CPU bf16 matmuls are slow on most machines and fp16 training needs a grad scaler)."""
+    (CPU bf16 matmuls are slow on most machines and fp16 training needs a grad scaler).
+
+    ``auto`` is for models that are only run (samplers, frozen PRMs). A model that is trained
+    loads in ``float32`` and runs under ``autocast_for``: AdamW's updates at fine-tuning learning
+    rates (1e-6 × a weight of ~0.02) are far below bf16's resolution (2^-8 relative), so pure
+    bf16 weights would round most of them away."""
     if dtype != "auto":
         return getattr(torch, dtype)
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float32
+
+
+def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on GPUs (matmuls in bf16 from fp32 master weights); nothing on CPUs."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def build_tiny_policy(

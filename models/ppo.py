@@ -50,7 +50,7 @@ from models.evaluation import (
     pass_metrics,
 )
 from models.lines import segment_ids, split_lines
-from models.policy import load_policy, pick_device, save_policy
+from models.policy import autocast_for, load_policy, pick_device, save_policy
 from models.policy_config import EvalConfig, SamplingParams
 from models.ppo_config import PPOConfig
 from models.prm import load_prm, to_scores
@@ -172,7 +172,8 @@ def rows(packed: Packed, index: torch.Tensor, device: torch.device) -> Packed:
 
 def policy_logprobs(model, batch: Packed) -> tuple[torch.Tensor, torch.Tensor]:
     """Log π(a_j | s_j) and the policy's entropy at s_j, both (B, R)."""
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    with autocast_for(batch.input_ids.device):
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
     V = logits.shape[-1]
     logits = logits.gather(1, batch.state_index[..., None].expand(-1, -1, V)).float()  # (B,R,V)
     logp_all = F.log_softmax(logits, dim=-1)
@@ -183,14 +184,17 @@ def policy_logprobs(model, batch: Packed) -> tuple[torch.Tensor, torch.Tensor]:
 
 def critic_values(critic: ValueModel, batch: Packed) -> torch.Tensor:
     """V(s_j), (B, R)."""
-    values = critic(batch.input_ids, batch.attention_mask).float()  # (B, L)
+    with autocast_for(batch.input_ids.device):
+        values = critic(batch.input_ids, batch.attention_mask).float()  # (B, L)
     return values.gather(1, batch.state_index)
 
 
 def prm_token_scores(prm: ValueModel, batch: Packed, loss: str = "mse") -> torch.Tensor:
     """The PRM's score of the prefix through response token j, (B, R): position P + j, on the
     label scale [−1, 1] (a BCE-trained PRM's logits go through ``to_scores``)."""
-    scores = to_scores(prm(batch.input_ids, batch.attention_mask).float(), loss)  # (B, L)
+    with autocast_for(batch.input_ids.device):
+        raw = prm(batch.input_ids, batch.attention_mask).float()  # (B, L)
+    scores = to_scores(raw, loss)
     after = (batch.state_index + 1).clamp(max=scores.shape[1] - 1)
     return scores.gather(1, after)
 
@@ -292,12 +296,13 @@ def make_critic(
     resume_dir: str | Path | None = None,
 ) -> ValueModel:
     """The critic: resumed, the PRM's weights (ValueInit), or the policy + a fresh head."""
+    fp32 = torch.float32  # trained: fp32 master weights, bf16 autocast on GPUs
     if resume_dir:
-        return ValueModel.load(Path(resume_dir) / "critic")
+        return ValueModel.load(Path(resume_dir) / "critic", dtype=fp32)
     if cfg.value_init:
         assert prm_dir is not None  # PPOConfig users pass one; train_ppo checks it
-        return ValueModel.load(prm_dir)  # ValueInit: the PRM's weights, nothing more
-    return ValueModel.from_policy(policy_dir, seed=cfg.seed)
+        return ValueModel.load(prm_dir, dtype=fp32)  # ValueInit: the PRM's weights, nothing more
+    return ValueModel.from_policy(policy_dir, seed=cfg.seed, dtype=fp32)
 
 
 def train_ppo(
@@ -329,8 +334,10 @@ def train_ppo(
 
     # ---- models: policy (trained), reference (frozen SFT), critic, PRM (frozen) ----
     start_dir = Path(resume_dir) / "policy" if resume_dir else policy_dir
-    policy, tokenizer = load_policy(start_dir, device=cfg.device)
-    reference, _ = load_policy(policy_dir, device=cfg.device)
+    # The policy trains: fp32 master weights under bf16 autocast on GPUs (see pick_dtype). The
+    # reference runs the very same arithmetic, so the KL term is exactly zero at step 0.
+    policy, tokenizer = load_policy(start_dir, device=cfg.device, dtype="float32")
+    reference, _ = load_policy(policy_dir, device=cfg.device, dtype="float32")
     reference.eval().requires_grad_(False)
     prm, prm_loss = None, "mse"
     if prm_dir is not None:

@@ -14,7 +14,6 @@ people).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import random
@@ -35,6 +34,7 @@ from models.evaluation import (
     pass_metrics,
 )
 from models.policy import (
+    autocast_for,
     build_tiny_policy,
     count_parameters,
     load_policy,
@@ -226,13 +226,14 @@ def train_sft(
                 "resume_from restores full fine-tuning only: a LoRA checkpoint is saved merged, "
                 "so its adapters' optimizer state has nothing to attach to; use init_from"
             )
-        # the saved dtype, not the device default: resuming must not change the arithmetic
-        saved = json.loads((Path(cfg.resume_from) / "config.json").read_text()).get("dtype")
-        model, tokenizer = load_policy(cfg.resume_from, device=cfg.device, dtype=saved or "auto")
+        model, tokenizer = load_policy(cfg.resume_from, device=cfg.device, dtype="float32")
         resume_state = torch.load(Path(cfg.resume_from) / STATE_PT, weights_only=False)
         start_step = resume_state["step"]
     elif cfg.init_from:
-        model, tokenizer = load_policy(cfg.init_from, device=cfg.device, lora=cfg.lora)
+        # fp32 master weights (see pick_dtype); under LoRA the frozen base may stay bf16, since
+        # peft keeps the trained adapters in fp32
+        dtype = "auto" if cfg.lora else "float32"
+        model, tokenizer = load_policy(cfg.init_from, device=cfg.device, dtype=dtype, lora=cfg.lora)
     else:
         texts = [p.prompt + (p.reference or "") for p in train_problems]
         tokenizer = train_tokenizer(texts, cfg.tiny.vocab_size)
@@ -245,12 +246,6 @@ def train_sft(
     if resume_state is not None:
         optimizer.load_state_dict(resume_state["optimizer"])
         restore_rng(resume_state["rng"], data_rng)
-    # bf16 autocast on GPUs (fp32 master weights); CPUs train in fp32
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if device.type == "cuda"
-        else contextlib.nullcontext()
-    )
     subset_rng = random.Random(cfg.seed)
     eval_subset = subset_rng.sample(eval_problems, min(cfg.eval_subset, len(eval_problems)))
     if resume_state is None:  # logged once per run, not again on resume
@@ -290,7 +285,7 @@ def train_sft(
             group["lr"] = lr
         indices = torch.randint(len(examples), (cfg.batch_size,), generator=data_rng).tolist()
         ids, mask, labels = make_batch(examples, indices, tokenizer.pad_token_id)  # (B, T) each
-        with autocast:
+        with autocast_for(device):
             loss = model(
                 input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)
             ).loss  # mean cross-entropy over reference + EOS tokens

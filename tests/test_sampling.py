@@ -14,7 +14,9 @@ from models.sampling import (
     HFSampler,
     SamplingParams,
     _LineState,
+    bf16_copy,
     cut_completion,
+    dedent_tables,
     filter_top_p,
     make_sampler,
     token_pieces,
@@ -120,6 +122,45 @@ def test_the_dedent_rule(start, pieces, stops_at):
     state = _LineState(start)
     stops = [i for i, piece in enumerate(pieces) if state.dedents(piece)]
     assert (stops[0] if stops else None) == stops_at
+
+
+@pytest.mark.parametrize(
+    ("start", "pieces", "stops_at"),
+    [
+        (True, ["    x", " = 1\n", "def"], 2),
+        (True, ["    x = 1\n\n", "\n", "#"], 2),
+        (False, ["x = 1", "\n    y", "\n"], None),
+        (True, ["\tx\n", "\t\ty\n"], None),
+    ],
+)
+def test_the_lookup_tables_apply_the_same_dedent_rule(start, pieces, stops_at):
+    """The decoding loop applies the rule on the device through (state, token) tables."""
+    dedents, after = dedent_tables(pieces)
+    state, stops = int(start), []
+    for token in range(len(pieces)):
+        if dedents[state, token]:
+            stops.append(token)
+        state = int(after[state, token])
+    assert (stops[0] if stops else None) == stops_at
+
+
+def test_a_bf16_copy_samples_the_weights_of_the_last_sync(memorised):
+    model, tokenizer = memorised
+    sampler = HFSampler(model, tokenizer)
+    sampler.runner = bf16_copy(model)  # what a GPU with an fp32 model gets
+    assert all(p.dtype == torch.bfloat16 for p in sampler.runner.parameters())
+    with torch.no_grad():
+        live = next(model.parameters())
+        saved = live.clone()
+        live.add_(1.0)
+        try:
+            assert not torch.equal(
+                next(sampler.runner.parameters()).float(), live.bfloat16().float()
+            )
+            sampler.sync_weights()
+            assert torch.equal(next(sampler.runner.parameters()), live.bfloat16())
+        finally:
+            live.copy_(saved)
 
 
 def test_auto_falls_back_to_transformers_without_vllm_or_a_gpu(memorised, monkeypatch):
