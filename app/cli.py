@@ -163,6 +163,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             f"--loglevel={args.loglevel}",
             f"--queues={args.queues}",
             f"--concurrency={args.concurrency or get_settings().worker_concurrency}",
+            f"--hostname={args.name}",
             "--pool=prefork",
             # Gossip/mingle/heartbeat need broadcast, which the SQLite transport lacks; workers
             # report liveness through the database instead.
@@ -450,6 +451,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker = add("worker", cmd_worker, "Run a Celery worker (on this or another host).")
     worker.add_argument("--queues", default="cpu,gpu", help="comma-separated queues to consume")
     worker.add_argument("--concurrency", type=int, help="jobs at once (default: settings)")
+    worker.add_argument(
+        "--name",
+        default="celery@%h",
+        help="this worker's name in the Workers view; give each worker on a host its own, "
+        "e.g. gpu0@%%h (%%h: the host name)",
+    )
     worker.add_argument("--loglevel", default="INFO")
 
     add("migrate", cmd_migrate, "Create or upgrade the database schema.")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ from sqlalchemy import select
 
 from app.cli import stop_process_group
 from app.db import migrate, read_session
-from app.orm import Artifact, Metric, Run, RunStatus
+from app.orm import Artifact, Metric, Run, RunStatus, Worker
 from app.settings import Settings
 from tests.conftest import BWRAP, REDIS_HOST, REDIS_PORT, REPO, port_open, require, reset_app_state
 from tests.conftest import wait_for as wait_until
@@ -219,8 +220,10 @@ def test_two_workers_on_redis_share_a_queue_and_run_each_job_once(
     tmp_path, monkeypatch, private_redis, start_worker
 ):
     deploy(tmp_path, monkeypatch, private_redis)
+    names = ("host-a", "host-b")
     workers = [
-        start_worker("--queues=cpu", env=host_env(tmp_path, name)) for name in ("host-a", "host-b")
+        start_worker("--queues=cpu", f"--name={name}@%h", env=host_env(tmp_path, name))
+        for name in names
     ]
     run_ids = submit_many("healthcheck", {"steps": 1, "step_seconds": 0.4}, 16)
     runs = [finished_run(run_id, timeout=180) for run_id in run_ids]
@@ -238,5 +241,8 @@ def test_two_workers_on_redis_share_a_queue_and_run_each_job_once(
         metric_rows = session.scalars(
             select(Metric.run_id).where(Metric.run_id.in_(run_ids), Metric.step == 1)
         ).all()
+        registered = set(session.scalars(select(Worker.name)))
     # one healthcheck step logs two metrics; a second execution would log them again
     assert sorted(metric_rows) == sorted(run_ids * 2)
+    # two workers on one host, each under its own name in the Workers view
+    assert {f"{name}@{socket.gethostname()}" for name in names} <= registered
