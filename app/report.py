@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,8 +33,8 @@ from sqlalchemy.orm import Session
 from app import plots, queries
 from app.compare import VARIANT_TITLES, mean_std
 from app.db import read_session
-from app.orm import Metric, RunStatus
-from app.views import DIFFICULTY
+from app.orm import LineScore, Metric, RunStatus, Sample
+from app.views import DIFFICULTY, sample_heatmap
 
 HELD_OUT_METRICS = ("eval/pass@1_sampled", "eval/pass@1_greedy")
 MONITORS = {
@@ -47,6 +48,17 @@ PRM_HEADLINE = ("prm/auc", "prm/first_error_exact", "prm/first_error_within1", "
 LABELS = (1, 0, -1)
 # the metric names the report reads: held-out pass rates, rollout monitors, PRM and labeling
 PREFIXES = ("eval/pass@1_", *MONITORS, "prm/", "labeling/")
+# headless Chromium for the heatmap's PNG, with the flags the browser tests use
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--hide-scrollbars",
+)
 
 
 class GroupNotFound(LookupError):
@@ -84,6 +96,7 @@ class GroupRows:
     points: list[tuple[int, str, int, float]]
     label_audit: dict[tuple[int, int], int]
     superseded: int = 0
+    heatmap: str = ""  # HTML of one failing rollout's per-line PRM scores ("" if none)
 
 
 def stage_key(run: RunRow) -> tuple[str, ...]:
@@ -117,7 +130,32 @@ def load_group(session: Session, *, group: str) -> GroupRows:
     points = [(int(r), str(n), int(s), float(v)) for r, n, s, v in session.execute(query)]
     data = latest_of(runs, "prm-data")
     audit = queries.label_confusion(session, run_id=data.id) if data else {}
-    return GroupRows(group, runs, points, audit, superseded=len(stored) - len(runs))
+    example = heatmap_example(session, runs)
+    return GroupRows(
+        group,
+        runs,
+        points,
+        audit,
+        superseded=len(stored) - len(runs),
+        heatmap=sample_heatmap(example, element_id="report-heatmap") if example else "",
+    )
+
+
+def heatmap_example(session: Session, runs: Sequence[RunRow]) -> int | None:
+    """The sample the report shows as a heatmap: the latest failing rollout with a line the PRM
+    scored below zero, from the PPO runs that paid dense rewards (DenseReward+ValueInit first)."""
+    rl = [run for run in runs if run.kind == "rl" and "dense" in str(run.config.get("variant"))]
+    for run in sorted(rl, key=lambda r: (-variant_order(str(r.config.get("variant")))[0], r.id)):
+        found = session.scalar(
+            select(Sample.id)
+            .join(LineScore, LineScore.sample_id == Sample.id)
+            .where(Sample.run_id == run.id, Sample.passed.is_(False), LineScore.score < 0)
+            .order_by(Sample.step.desc(), Sample.id.desc())
+            .limit(1)
+        )
+        if found is not None:
+            return int(found)
+    return None
 
 
 # ============================================================================ the report
@@ -160,6 +198,7 @@ class Report:
     label_audit: dict[tuple[int, int], int]
     runs: list[RunRow]
     superseded: int
+    heatmap: str = ""
 
     def run_of(self, kind: str) -> RunRow | None:
         return latest_of(self.runs, kind)
@@ -293,6 +332,7 @@ def build_report(rows: GroupRows, metric: str | None = None) -> Report:
         label_audit=rows.label_audit,
         runs=rows.runs,
         superseded=rows.superseded,
+        heatmap=rows.heatmap,
     )
 
 
@@ -552,6 +592,7 @@ def to_markdown(report: Report, charts: Mapping[str, str] | None = None) -> str:
         "",
         *chart("hacking", "reward-hacking monitors"),
         *monitor_lines(report),
+        *heatmap_lines(report, charts),
         "## Runs",
         "",
         *run_lines(report),
@@ -560,6 +601,25 @@ def to_markdown(report: Report, charts: Mapping[str, str] | None = None) -> str:
         *config_lines(report),
     ]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def heatmap_lines(report: Report, charts: Mapping[str, str]) -> list[str]:
+    if not report.heatmap:
+        return []
+    shown = (
+        f"![PRM heatmap]({charts['heatmap']})"
+        if "heatmap" in charts
+        else "[heatmap.html](heatmap.html)"
+    )
+    return [
+        "## What the PRM saw",
+        "",
+        "The latest failing rollout of a DenseReward run with a line the PRM scored below zero: "
+        "each line coloured by its PRM score (red −1 … green +1), with the dense reward PPO paid.",
+        "",
+        shown,
+        "",
+    ]
 
 
 def configs_json(report: Report) -> str:
@@ -664,14 +724,47 @@ def hacking_png(report: Report, path: Path) -> None:
     figure.savefig(path, dpi=120)
 
 
+def heatmap_page(report: Report) -> str:
+    return (
+        '<!doctype html><meta charset="utf-8"><title>PRM heatmap</title>'
+        f'<body style="margin:12px;background:#fff">{report.heatmap}</body>'
+    )
+
+
+def screenshot(page: Path, png: Path, height: int) -> bool:
+    """``page`` as a PNG through headless Chromium, where it is installed (``make test`` installs
+    it; the markdown links the HTML instead when it is not)."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        return False
+    subprocess.run(
+        [
+            browser,
+            *CHROMIUM_FLAGS,
+            f"--screenshot={png}",
+            f"--window-size=980,{height}",
+            page.resolve().as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    return png.is_file() and png.stat().st_size > 0
+
+
 def write_charts(report: Report, folder: Path) -> dict[str, str]:
     """The charts that have data, as PNGs in ``folder``: {chart name: file name}."""
+    written = {}
+    if report.heatmap:
+        page = folder / "heatmap.html"
+        page.write_text(heatmap_page(report), encoding="utf-8")
+        if screenshot(page, folder / "heatmap.png", 140 + 26 * report.heatmap.count("<tr")):
+            written["heatmap"] = "heatmap.png"
     drawers = {
         "pass_rate": (pass_rate_png, bool(report.variants)),
         "difficulty": (difficulty_png, bool(report.by_difficulty)),
         "hacking": (hacking_png, bool(report.monitors)),
     }
-    written = {}
     for name, (draw, has_data) in drawers.items():
         if has_data:
             draw(report, folder / f"{name}.png")
@@ -685,7 +778,13 @@ def write_bundle(report: Report, folder: Path) -> list[Path]:
     charts = write_charts(report, folder)
     (folder / "report.md").write_text(to_markdown(report, charts), encoding="utf-8")
     (folder / "configs.json").write_text(configs_json(report), encoding="utf-8")
-    return [folder / "report.md", *(folder / f for f in charts.values()), folder / "configs.json"]
+    pages = [folder / "heatmap.html"] if report.heatmap else []
+    return [
+        folder / "report.md",
+        *(folder / f for f in charts.values()),
+        *pages,
+        folder / "configs.json",
+    ]
 
 
 def load_report(group: str, metric: str | None = None) -> Report:

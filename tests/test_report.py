@@ -4,6 +4,7 @@ line labels inserted straight into a throwaway database, no worker and no artifa
 from __future__ import annotations
 
 import json
+import shutil
 import zipfile
 from datetime import UTC, datetime, timedelta
 
@@ -14,6 +15,7 @@ from app import ui
 from app.cli import main
 from app.db import session_scope
 from app.orm import LineScore, Metric, Run, Sample
+from tests.conftest import require
 
 GROUP = "reproduce-test"
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -99,6 +101,18 @@ def group(data_dir) -> dict[str, int]:
             )
             for step in (1, 20):
                 add_metrics(session, run, step, {"rollout/response_lines": 4.0 + step / 10})
+        # a failing rollout of a dense run whose second line the PRM scored below zero
+        rollout = Sample(
+            run_id=ids["dense-1"], step=20, code="ys = xs\nreturn <xs>\n", verdict="failed"
+        )
+        session.add(rollout)
+        session.flush()
+        session.add_all(
+            [
+                LineScore(sample_id=rollout.id, line_no=1, text="ys = xs", score=0.7),
+                LineScore(sample_id=rollout.id, line_no=2, text="return <xs>", score=-0.6),
+            ]
+        )
     return ids
 
 
@@ -157,17 +171,29 @@ def test_configs_split_into_shared_fields_and_each_runs_own(group):
 
 
 def test_cli_writes_the_bundle(group, tmp_path, capsys):
+    require(shutil.which("chromium") is not None, "chromium draws the heatmap's PNG")
     out = tmp_path / "bundle"
     assert main(["report", GROUP, "--out", str(out)]) == 0
     names = {path.name for path in out.iterdir()}
-    assert names == {"report.md", "pass_rate.png", "difficulty.png", "hacking.png", "configs.json"}
+    charts = {"pass_rate.png", "difficulty.png", "hacking.png", "heatmap.html", "heatmap.png"}
+    assert names == {"report.md", "configs.json", *charts}
     for path in out.iterdir():
         assert path.stat().st_size > 0, path
     assert (out / "pass_rate.png").read_bytes().startswith(b"\x89PNG")
+    assert (out / "heatmap.png").read_bytes().startswith(b"\x89PNG")
     markdown = (out / "report.md").read_text()
     assert "![pass rate by variant](pass_rate.png)" in markdown
+    assert "![PRM heatmap](heatmap.png)" in markdown
     assert "| DenseReward | 2 | 55.0 ± 7.1 |" in markdown
     assert str(out / "report.md") in capsys.readouterr().out
+
+
+def test_the_heatmap_is_the_latest_failing_dense_rollout_the_prm_scored_negative(group):
+    report = rep.load_report(GROUP)
+    assert 'data-first-negative="2"' in report.heatmap
+    assert "&lt;" in report.heatmap and "<xs>" not in report.heatmap  # escaped code
+    page = rep.heatmap_page(report)
+    assert page.startswith("<!doctype html>") and report.heatmap in page
 
 
 def test_cli_names_an_unknown_group(data_dir, tmp_path, capsys):
