@@ -17,6 +17,12 @@ One step, top to bottom:
 5. **Update.** ``ppo_epochs`` passes over shuffled minibatches: clipped policy loss, clipped
    value loss, entropy bonus, gradient clipping; the critic has its own optimizer.
 
+With ``processes`` > 1 (``models.distributed``) every process runs this loop on its share of
+each step's problems, and five things keep it the 1-process algorithm: advantages are whitened
+with the statistics of all processes; losses are divided by the minibatch's tokens on all
+processes; DDP averages the gradients, so every process takes the same optimizer step; metrics
+(hence the adaptive β) are averaged over processes; only rank 0 evaluates, logs and saves.
+
 The critic is a ``ValueModel`` (backbone + scalar head): the policy's backbone with a fresh
 head (Baseline), or the PRM's weights (**ValueInit**). The default sparse rewards are +1 / −1 so
 that returns live on the PRM's label scale (+1: on a path to passing, −1: not): that is what
@@ -42,6 +48,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models.distributed import (
+    all_reduce_sum,
+    barrier,
+    ddp,
+    is_main,
+    mean_over_ranks,
+    rank,
+    rank_device,
+    shard,
+    world,
+)
 from models.evaluation import (
     RunBatch,
     SampleRecord,
@@ -50,7 +67,7 @@ from models.evaluation import (
     pass_metrics,
 )
 from models.lines import segment_ids, split_lines
-from models.policy import autocast_for, load_policy, pick_device, save_policy
+from models.policy import autocast_for, load_policy, save_policy
 from models.policy_config import EvalConfig, SamplingParams
 from models.ppo_config import PPOConfig
 from models.prm import load_prm, to_scores
@@ -122,9 +139,11 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def masked_whiten(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Zero mean, unit variance over the real tokens: advantage scale then does not depend on
-    the reward scale, which keeps one learning rate right for every variant."""
-    mean = masked_mean(x, mask)
-    var = masked_mean((x - mean) ** 2, mask)
+    the reward scale, which keeps one learning rate right for every variant. Distributed, the
+    statistics are those of every process's tokens together, as one process would see them."""
+    count = all_reduce_sum(mask.sum())
+    mean = all_reduce_sum((x * mask).sum()) / count
+    var = all_reduce_sum((((x - mean) ** 2) * mask).sum()) / count
     return (x - mean) * torch.rsqrt(var + 1e-8) * mask
 
 
@@ -329,19 +348,19 @@ def train_ppo(
             f"variant {cfg.variant!r} needs a PRM: set prm (a prm-train run or folder)"
         )
     seed_everything(cfg.seed)
-    device = pick_device(cfg.device)
+    device = rank_device(cfg.device)  # cuda:LOCAL_RANK when distributed on GPUs
     started = time.perf_counter()
 
     # ---- models: policy (trained), reference (frozen SFT), critic, PRM (frozen) ----
     start_dir = Path(resume_dir) / "policy" if resume_dir else policy_dir
     # The policy trains: fp32 master weights under bf16 autocast on GPUs (see pick_dtype). The
     # reference runs the very same arithmetic, so the KL term is exactly zero at step 0.
-    policy, tokenizer = load_policy(start_dir, device=cfg.device, dtype="float32")
-    reference, _ = load_policy(policy_dir, device=cfg.device, dtype="float32")
+    policy, tokenizer = load_policy(start_dir, device=str(device), dtype="float32")
+    reference, _ = load_policy(policy_dir, device=str(device), dtype="float32")
     reference.eval().requires_grad_(False)
     prm, prm_loss = None, "mse"
     if prm_dir is not None:
-        prm, _, prm_loss = load_prm(prm_dir, device=cfg.device)
+        prm, _, prm_loss = load_prm(prm_dir, device=str(device))
         prm.requires_grad_(False)
         if prm.backbone.config.vocab_size != policy.config.vocab_size:
             raise ValueError(
@@ -353,6 +372,9 @@ def train_ppo(
     # deterministic function, and the rollout's log-probs must be the ones being optimised.
     critic.to(device).eval()
     policy.eval()
+    # The update runs through DDP wrappers (gradients averaged over processes); sampling,
+    # scoring and saving use the models themselves.
+    policy_ddp, critic_ddp = ddp(policy), ddp(critic)
     policy_opt = torch.optim.AdamW(policy.parameters(), lr=cfg.policy_lr, eps=1e-5)
     critic_opt = torch.optim.AdamW(critic.parameters(), lr=cfg.critic_lr, eps=1e-5)
     sampler = make_sampler(policy, tokenizer, backend=cfg.backend, batch_size=cfg.batch_size)
@@ -382,6 +404,10 @@ def train_ppo(
     final_eval: dict[str, float] = {}
 
     def run_eval(step: int) -> dict[str, float]:
+        """Rank 0 evaluates; the others, whose policy is the same, wait for it."""
+        if not is_main():
+            barrier()
+            return {}
         result = evaluate(
             policy,
             tokenizer,
@@ -395,6 +421,7 @@ def train_ppo(
         metrics = {**pass_metrics(result), **difficulty_metrics(result)}
         reporter.metrics(step, metrics)
         on_samples(step, [eval_record(step, record) for record in result.records])
+        barrier()
         return metrics
 
     if start_step == 0 and cfg.eval_every:
@@ -406,12 +433,13 @@ def train_ppo(
         # ---- 1. rollouts ------------------------------------------------------------------
         t0 = time.perf_counter()
         problems = [problem_rng.choice(train_problems) for _ in range(cfg.problems_per_step)]
+        problems = shard(problems)  # every process draws the same list and keeps its share
         problems = [p for p in problems for _ in range(cfg.samples_per_problem)]
         params = SamplingParams(
             temperature=cfg.temperature,
             top_p=cfg.top_p,
             max_new_tokens=cfg.max_new_tokens,
-            seed=cfg.seed * 1_000_003 + step,
+            seed=(cfg.seed * 1_000_003 + step) * world() + rank(),  # one stream per process
         )
         generations = sampler.generate([p.prompt for p in problems], params)
         # an empty response has no token to pay its reward on: give it one (EOS)
@@ -490,45 +518,48 @@ def train_ppo(
 
         # ---- 5. PPO update ----------------------------------------------------------------
         t0 = time.perf_counter()
-        B = len(generations)
+        B = len(generations)  # this process's rollouts
+        minibatch = cfg.minibatch_size // world()  # this process's share of each minibatch
         stats: dict[str, list[float]] = {
             k: [] for k in ("pg", "vf", "ent", "approx_kl", "clipfrac", "vclipfrac")
         }
         for _epoch in range(cfg.ppo_epochs):
             order = torch.randperm(B)
-            for first in range(0, B, cfg.minibatch_size):
-                index = order[first : first + cfg.minibatch_size]
+            for first in range(0, B, minibatch):
+                index = order[first : first + minibatch]
                 mb = rows(packed, index, device)
                 mb_mask = mask[index].to(device)
                 mb_adv = advantages[index].to(device)
                 mb_ret = returns[index].to(device)
                 mb_old_logp = old_logp[index].to(device)
                 mb_old_v = old_values[index].to(device)
+                # Per-token means over the minibatch of all processes: DDP averages gradients
+                # over processes, so each divides its token sum by (all tokens / processes).
+                mb_tokens = all_reduce_sum(mb_mask.sum()) / world()
 
-                new_logp, entropy = policy_logprobs(policy, mb)
+                new_logp, entropy = policy_logprobs(policy_ddp, mb)
                 log_ratio = new_logp - mb_old_logp
                 ratio = log_ratio.exp()
                 pg_loss1 = -mb_adv * ratio
                 pg_loss2 = -mb_adv * torch.clamp(ratio, 1 - cfg.clip_range, 1 + cfg.clip_range)
-                pg_loss = masked_mean(torch.max(pg_loss1, pg_loss2), mb_mask)
-                entropy_loss = masked_mean(entropy, mb_mask)
+                pg_loss = (torch.max(pg_loss1, pg_loss2) * mb_mask).sum() / mb_tokens
+                entropy_loss = (entropy * mb_mask).sum() / mb_tokens
                 policy_loss = pg_loss - cfg.entropy_coef * entropy_loss
                 policy_opt.zero_grad(set_to_none=True)
                 policy_loss.backward()
                 torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
                 policy_opt.step()
 
-                new_v = critic_values(critic, mb)
+                new_v = critic_values(critic_ddp, mb)
                 v_loss_unclipped = (new_v - mb_ret) ** 2
                 if cfg.value_clip_range > 0:
                     v_clipped = mb_old_v + torch.clamp(
                         new_v - mb_old_v, -cfg.value_clip_range, cfg.value_clip_range
                     )
-                    v_loss = 0.5 * masked_mean(
-                        torch.max(v_loss_unclipped, (v_clipped - mb_ret) ** 2), mb_mask
-                    )
+                    v_loss_max = torch.max(v_loss_unclipped, (v_clipped - mb_ret) ** 2)
+                    v_loss = 0.5 * (v_loss_max * mb_mask).sum() / mb_tokens
                 else:
-                    v_loss = 0.5 * masked_mean(v_loss_unclipped, mb_mask)
+                    v_loss = 0.5 * (v_loss_unclipped * mb_mask).sum() / mb_tokens
                 critic_opt.zero_grad(set_to_none=True)
                 v_loss.backward()
                 torch.nn.utils.clip_grad_norm_(critic.parameters(), cfg.max_grad_norm)
@@ -557,7 +588,6 @@ def train_ppo(
 
         # ---- 6. metrics, logged samples, adaptive β, evaluation, checkpoint ----------------
         done = step + 1
-        kl_per_response = float((kl.sum(1)).mean())
         n_tokens = float(mask.sum())
         n_lines = [len(s.lines) for s in segmented]
         n_comment = sum(
@@ -565,8 +595,8 @@ def train_ppo(
         )
         all_scores = [x for scores in line_scores for x in scores]
         step_seconds = sum(timings.values())
-        reporter.metrics(
-            done,
+        # averaged over processes (equal shares: the means of the whole step's rollouts)
+        metrics = mean_over_ranks(
             {
                 "rollout/pass_rate": float(np.mean(passed)),
                 "rewards/sparse": sparse_total / B,
@@ -581,15 +611,17 @@ def train_ppo(
                 "charts/value_clipfrac": float(np.mean(stats["vclipfrac"])),
                 "charts/explained_variance": explained_variance(old_values, returns, mask),
                 "charts/kl_coef": kl_coef,
-                "charts/kl_per_response": kl_per_response,
+                "charts/kl_per_response": float(kl.sum(1).mean()),
                 "rollout/response_tokens": n_tokens / B,
                 "rollout/response_lines": float(np.mean(n_lines)),
                 "rollout/comment_line_fraction": n_comment / max(sum(n_lines), 1),
                 **{f"time/{phase}_s": seconds for phase, seconds in timings.items()},
                 "time/tokens_per_s": n_tokens / max(step_seconds, 1e-9),
-            },
+            }
         )
-        logged = [
+        metrics["time/tokens_per_s"] *= world()  # every process's tokens in that time
+        reporter.metrics(done, metrics)
+        logged = [  # rank 0's rollouts: only rank 0 reports
             RolloutRecord(
                 step=done,
                 mode="rollout",
@@ -612,16 +644,19 @@ def train_ppo(
         ]
         if logged:
             on_samples(done, logged)
-        kl_coef = adapt_kl_coef(kl_coef, kl_per_response, cfg, B)
+        kl_coef = adapt_kl_coef(kl_coef, metrics["charts/kl_per_response"], cfg, B * world())
         elapsed = time.perf_counter() - started
         reporter.progress(
             done / cfg.steps,
-            f"step {done}/{cfg.steps} pass {np.mean(passed):.2f} "
+            f"step {done}/{cfg.steps} pass {metrics['rollout/pass_rate']:.2f} "
             f"ETA {elapsed / (done - start_step) * (cfg.steps - done):.0f}s",
         )
         if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
             run_eval(done)
-        if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.steps:
+        checkpoint_now = (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or (
+            done == cfg.steps
+        )
+        if checkpoint_now and is_main():
             state = {
                 "step": done,
                 "policy_opt": policy_opt.state_dict(),

@@ -114,6 +114,14 @@ class PPOConfig(BaseModel):
         default=64, ge=1, le=4096, description="Sequences per forward pass when scoring."
     )
     device: str = Field(default="auto", description="auto (CUDA if present), cpu or cuda[:i].")
+    processes: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Training processes (torch.distributed): on GPUs one GPU each (NCCL), on a "
+        "CPU-only host gloo. Each samples, runs and learns from its share of every iteration's "
+        "problems; problems_per_step and minibatch_size are split evenly among them.",
+    )
     backend: Backend = Field(
         default="auto",
         description=BACKEND_HELP + " vLLM gets the policy's weights after every PPO update.",
@@ -128,11 +136,17 @@ class PPOConfig(BaseModel):
         return self.variant in ("value-init", "dense+value-init")
 
     @model_validator(mode="after")
-    def _minibatch_fits(self) -> PPOConfig:
+    def _batches_fit(self) -> PPOConfig:
         rollouts = self.problems_per_step * self.samples_per_problem
         if self.minibatch_size > rollouts:
             raise ValueError(
                 f"minibatch_size ({self.minibatch_size}) exceeds the rollouts per iteration "
                 f"(problems_per_step × samples_per_problem = {rollouts})"
             )
+        for name in ("problems_per_step", "minibatch_size"):
+            if getattr(self, name) % self.processes:
+                raise ValueError(
+                    f"{name} ({getattr(self, name)}) must be a multiple of processes "
+                    f"({self.processes}): every process takes an equal share"
+                )
         return self

@@ -1,9 +1,10 @@
 """The ``rl`` job: PPO from an SFT policy, optionally with a PRM (dense rewards, ValueInit).
 
 Thin: resolve the policy and PRM checkpoints, load problems, call ``models.ppo.train_ppo`` with
-the JobContext as reporter, and store what it hands back (samples, checkpoints). A re-run of
-the same run (after a crash or a resume) continues from its own last checkpoint, and first
-deletes what the lost attempt logged after that step, so metrics stay continuous.
+the JobContext as reporter (in ``processes`` processes: ``models.distributed.launch``), and
+store what it hands back (samples, checkpoints). A re-run of the same run (after a crash or a
+resume) continues from its own last checkpoint, and first deletes what the lost attempt logged
+after that step, so metrics stay continuous.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class RLJobConfig(PPOConfig):
 
 
 def run_rl(ctx, cfg: RLJobConfig) -> dict[str, Any]:
+    from models.distributed import launch
     from models.ppo import train_ppo
     from workers.jobs_policy import load_source
     from workers.problemsets import sandbox_run_batch
@@ -79,22 +81,31 @@ def run_rl(ctx, cfg: RLJobConfig) -> dict[str, Any]:
             }
         )
     )
-    result = train_ppo(
-        ppo_cfg,
-        policy_dir=policy,
-        prm_dir=prm,
-        train_problems=train,
-        eval_problems=held_out,
-        run_batch=sandbox_run_batch,
+    # processes > 1: rank 0 runs here with the job's reporter and callbacks, the other ranks
+    # in subprocesses that only train (models.distributed.launch)
+    result = launch(
+        cfg.processes,
+        train_ppo,
+        {
+            "cfg": ppo_cfg,
+            "policy_dir": policy,
+            "prm_dir": prm,
+            "train_problems": train,
+            "eval_problems": held_out,
+            "run_batch": sandbox_run_batch,
+            "out_dir": ctx.artifacts_dir / "ppo",
+            "resume_dir": Path(resume[0]) if resume else None,
+        },
         reporter=ctx,
-        out_dir=ctx.artifacts_dir / "ppo",
-        on_samples=lambda step, records: store_samples(ctx.run_id, step, name, records),
-        on_checkpoint=lambda step, folder: ctx.add_artifact(
-            "checkpoint",
-            Path(folder),
-            step=step,
-            meta={"policy": location(Path(folder) / "policy")},
-        ),
-        resume_dir=Path(resume[0]) if resume else None,
+        device=cfg.device,
+        main_kwargs={
+            "on_samples": lambda step, records: store_samples(ctx.run_id, step, name, records),
+            "on_checkpoint": lambda step, folder: ctx.add_artifact(
+                "checkpoint",
+                Path(folder),
+                step=step,
+                meta={"policy": location(Path(folder) / "policy")},
+            ),
+        },
     )
     return {"policy": policy, "prm": prm, "problem_set": name, **result.summary()}

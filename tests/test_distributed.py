@@ -1,0 +1,223 @@
+"""Multi-process training (``models.distributed``) on CPU: 2 processes on gloo, rank 0 in the
+test's process and rank 1 a subprocess, as a job runs them.
+
+PPO in 2 processes runs end to end with the same policy on both ranks and globally whitened
+advantages; a rank that fails fails the whole run promptly, naming the rank, and no process
+is left behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from unittest import mock
+
+import pytest
+import torch
+
+from models import ppo
+from models.distributed import RankFailed, launch, rank
+from models.policy import build_tiny_policy, save_policy
+from models.policy_config import TinyModelConfig
+from models.ppo_config import PPOConfig
+from models.problems import Problem
+from models.reporting import MemoryReporter
+from models.tokenizer import train_tokenizer
+
+TEXT = ["def f(xs):\n    ys = [x + 1 for x in xs]\n    return ys\n"] * 20
+PROBLEMS = [  # prompts that end mid-line, so that responses have several tokens
+    Problem(task_id=f"t{i}", prompt=f"def f(xs):\n    ys = [x + {i}", tests=["assert f([1])"])
+    for i in range(4)
+]
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two processes on two cores: one thread each (the subprocesses inherit it)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="module")
+def tiny_policy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tokenizer = train_tokenizer(TEXT, 300)
+    policy = build_tiny_policy(tokenizer, TinyModelConfig(n_layer=1, n_embd=32, n_head=2), 0)
+    return save_policy(policy, tokenizer, tmp_path_factory.mktemp("tiny") / "policy")
+
+
+def child_ranks() -> list[str]:
+    """Command lines of this process's children that are ranks."""
+    out = subprocess.run(
+        ["ps", "--ppid", str(os.getpid()), "-o", "args="], capture_output=True, text=True
+    ).stdout
+    return [line for line in out.splitlines() if "models.distributed" in line]
+
+
+# ----------------------------------------------------------------------------- PPO
+
+
+def fake_sandbox(requests: list[dict]) -> list[SimpleNamespace]:
+    """A deterministic verdict: programs that return ``ys`` pass."""
+    return [
+        SimpleNamespace(
+            status="passed" if "return ys" in r["program"] else "failed",
+            passed=1,
+            total=1,
+            error_line=None,
+            detail="",
+        )
+        for r in requests
+    ]
+
+
+def ppo_rank(*, reporter, capture: Path, **kwargs) -> ppo.PPOResult:
+    """``train_ppo`` on one rank, keeping for the test what it cannot see from outside: the
+    final policy weights (caught on their way into the sampler) and every whitened batch."""
+    policies, whitened = [], []
+    make_sampler, masked_whiten = ppo.make_sampler, ppo.masked_whiten
+
+    def catch_policy(model, *args, **kw):
+        policies.append(model)
+        return make_sampler(model, *args, **kw)
+
+    def catch_whitened(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        white = masked_whiten(x, mask)
+        whitened.append(white[mask.bool()])
+        return white
+
+    with (
+        mock.patch.object(ppo, "make_sampler", catch_policy),
+        mock.patch.object(ppo, "masked_whiten", catch_whitened),
+    ):
+        result = ppo.train_ppo(reporter=reporter, **kwargs)
+    state = {"policy": policies[0].state_dict(), "whitened": whitened}
+    torch.save(state, capture / f"rank{rank()}.pt")
+    return result
+
+
+def ppo_kwargs(policy: Path, out: Path, **overrides) -> dict:
+    cfg = PPOConfig(
+        variant="baseline",
+        steps=2,
+        problems_per_step=2,
+        samples_per_problem=2,
+        minibatch_size=2,
+        max_new_tokens=16,
+        eval_every=0,
+        eval_problems=2,
+        eval_samples=0,
+        checkpoint_every=0,
+        log_rollout_fraction=1.0,
+        processes=2,
+        device="cpu",
+    )
+    return {
+        "cfg": cfg,
+        "policy_dir": policy,
+        "prm_dir": None,
+        "train_problems": PROBLEMS,
+        "eval_problems": PROBLEMS,
+        "run_batch": fake_sandbox,
+        "out_dir": out,
+        **overrides,
+    }
+
+
+def test_ppo_in_two_processes_keeps_one_policy_and_whitens_globally(tiny_policy, tmp_path):
+    reporter = MemoryReporter()
+    result = launch(
+        2,
+        ppo_rank,
+        {**ppo_kwargs(tiny_policy, tmp_path / "out"), "capture": tmp_path},
+        reporter=reporter,
+        device="cpu",
+        timeout_s=120,
+    )
+    # rank 0 reported every step once, evaluated and saved
+    assert [step for step, _ in reporter.series("losses/policy")] == [1, 2]
+    assert [p.name for p in result.checkpoints] == ["step_000002"]
+    assert "eval/pass@1_greedy" in result.final_eval
+
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    before = ppo.load_policy(tiny_policy)[0].state_dict()
+    for name, weight in ranks[0]["policy"].items():
+        torch.testing.assert_close(ranks[1]["policy"][name], weight, rtol=0, atol=0)
+    assert any(not torch.equal(ranks[0]["policy"][n], w) for n, w in before.items())
+
+    for step in range(2):  # advantages are whitened over both ranks' tokens together
+        per_rank = [r["whitened"][step] for r in ranks]
+        both = torch.cat(per_rank)
+        assert abs(float(both.mean())) < 1e-5
+        assert float(both.pow(2).mean()) == pytest.approx(1.0, abs=1e-3)
+        # not each rank on its own (which would also give a global mean of 0)
+        assert max(abs(float(x.mean())) for x in per_rank) > 1e-3
+
+
+# ----------------------------------------------------------------------------- failures
+
+
+def sandbox_down_on_rank_1(requests: list[dict]) -> list[SimpleNamespace]:
+    if rank() == 1:
+        raise ConnectionError("the sandbox of rank 1 is down")
+    return fake_sandbox(requests)
+
+
+def test_a_failing_rank_fails_the_run_promptly_and_names_itself(tiny_policy, tmp_path):
+    started = time.monotonic()
+    with pytest.raises(RankFailed, match="rank 1 of 2 failed: ConnectionError: the sandbox"):
+        launch(
+            2,
+            ppo.train_ppo,
+            ppo_kwargs(tiny_policy, tmp_path, run_batch=sandbox_down_on_rank_1),
+            reporter=MemoryReporter(),
+            device="cpu",
+            timeout_s=300,  # far longer than the test: the failure must not wait for it
+        )
+    assert time.monotonic() - started < 120
+    assert child_ranks() == []
+
+
+class Cancelled(Exception):
+    pass
+
+
+class CancelOnFirstProgress(MemoryReporter):
+    def progress(self, fraction: float, message: str = "") -> None:
+        raise Cancelled("the user cancelled the run")
+
+
+def test_rank_0_failing_raises_its_own_error_and_ends_the_others(tiny_policy, tmp_path):
+    with pytest.raises(Cancelled):
+        launch(
+            2,
+            ppo.train_ppo,
+            ppo_kwargs(tiny_policy, tmp_path),
+            reporter=CancelOnFirstProgress(),
+            device="cpu",
+            timeout_s=300,
+        )
+    assert child_ranks() == []
+
+
+def explode(message: str) -> None:
+    raise ImportError(message)
+
+
+class LoadsOnlyInRank0:
+    """Unpickling fails (as a module missing on the subprocesses' path would)."""
+
+    def __reduce__(self):
+        return explode, ("no module named 'elsewhere'",)
+
+
+def noop(*, reporter, payload: LoadsOnlyInRank0) -> None:
+    pass
+
+
+def test_a_rank_that_cannot_start_fails_the_run_without_waiting_for_the_timeout():
+    started = time.monotonic()
+    with pytest.raises(RankFailed, match="rank 1 of 2 failed: ImportError: no module"):
+        launch(2, noop, {"payload": LoadsOnlyInRank0()}, reporter=MemoryReporter(), timeout_s=300)
+    assert time.monotonic() - started < 90
+    assert child_ranks() == []
