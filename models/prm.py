@@ -26,6 +26,9 @@ verdicts. ``score_responses`` is the one scoring function (PPO-compatible positi
 
 A checkpoint is ``ValueModel.save``'s folder plus ``prm.json`` (loss, step, config, metrics):
 the loss decides how raw outputs map to scores, so every scorer reads it (``load_prm``).
+Training also writes resumable checkpoints under ``train/`` every ``checkpoint_every`` steps and
+when it ends: the folder plus ``train_state.pt`` (optimizer, RNG, data order, early-stopping
+state and the best weights so far), from which ``train_prm(resume_dir=…)`` continues exactly.
 """
 
 from __future__ import annotations
@@ -37,8 +40,8 @@ import math
 import random
 import time
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -54,7 +57,15 @@ from models.policy import pick_device, prepare_tokenizer
 from models.prm_config import AGGREGATES, Aggregate, Loss, PRMTrainConfig, RerankConfig
 from models.problems import Problem
 from models.reporting import Reporter
-from models.sft import lr_at, make_optimizer, seed_everything
+from models.sft import (
+    STATE_JSON,
+    STATE_PT,
+    lr_at,
+    make_optimizer,
+    restore_rng,
+    rng_state,
+    seed_everything,
+)
 from models.value_model import ValueModel
 
 PRM_JSON = "prm.json"
@@ -560,17 +571,81 @@ def validation_loss(
     return pointwise_loss(outputs, labels, cfg.loss).item(), raw
 
 
+@dataclass
+class LoopState:
+    """What the training loop carries from step to step besides weights, optimizer and RNG:
+    a checkpoint saves it and a resumed run restores it, so resuming is exact."""
+
+    done: int = 0  # optimizer steps taken
+    order: list[int] = field(default_factory=list)  # the rest of this epoch's shuffled order
+    losses: list[float] = field(default_factory=list)  # train losses since the last log
+    best_loss: float = math.inf
+    best_step: int = 0
+    evals_since_best: int = 0
+    stopped_early: bool = False
+
+
+def cpu_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def save_train_state(
+    folder: Path,
+    prm: ValueModel,
+    tokenizer: PreTrainedTokenizerBase,
+    optimizer: torch.optim.Optimizer,
+    data_rng: torch.Generator,
+    loop: LoopState,
+    best_weights: dict[str, torch.Tensor] | None,
+    cfg: PRMTrainConfig,
+) -> Path:
+    """A resumable checkpoint: the PRM's folder (loadable as a PRM) plus ``train_state.pt``.
+    The best weights are stored only when they are not the folder's own."""
+    prm.save(folder, tokenizer)
+    state = {
+        "loop": asdict(loop),
+        "optimizer": optimizer.state_dict(),
+        "rng": rng_state(data_rng),
+        "best_weights": None if loop.best_step == loop.done else best_weights,
+    }
+    torch.save(state, folder / STATE_PT)
+    for_people = {
+        "step": loop.done,
+        "best_step": loop.best_step,
+        "best_val_loss": loop.best_loss,
+        "stopped_early": loop.stopped_early,
+        "config": cfg.model_dump(mode="json"),
+    }
+    (folder / STATE_JSON).write_text(json.dumps(for_people, indent=2))
+    return folder
+
+
 def train_prm(
-    cfg: PRMTrainConfig, records: Sequence[PRMRecord], reporter: Reporter, out_dir: Path
+    cfg: PRMTrainConfig,
+    records: Sequence[PRMRecord],
+    reporter: Reporter,
+    out_dir: Path,
+    *,
+    on_checkpoint: Callable[[Path, int], None] | None = None,
+    resume_dir: Path | None = None,
 ) -> PRMResult:
+    """Train, checkpoint every ``cfg.checkpoint_every`` steps and when training ends (calling
+    ``on_checkpoint(folder, step)`` as each is written, so a job can register it at once), then
+    evaluate the best weights. ``resume_dir``, such a checkpoint, continues exactly where it
+    was written: weights, optimizer, data order, RNG, early-stopping state, best weights."""
     if cfg.init_from is None:
         raise ValueError("init_from: name the policy folder the PRM starts from (the SFT model)")
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
+    out_dir = Path(out_dir)
 
-    # ---- model, data, optimizer ----
+    # ---- model, data, optimizer (fresh or resumed) ----
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(cfg.init_from))
-    prm = ValueModel.from_policy(cfg.init_from, seed=cfg.seed).to(device)
+    prm = (
+        ValueModel.load(resume_dir)
+        if resume_dir
+        else ValueModel.from_policy(cfg.init_from, seed=cfg.seed)
+    ).to(device)
     window = min(cfg.max_seq_len, context_length(prm))
     train_records, val_records = split_by_problem(records, cfg.val_fraction, cfg.seed)
 
@@ -589,9 +664,17 @@ def train_prm(
         "n_train_lines": supervised_lines(train, cfg.skip_neutral),
         "n_val_lines": supervised_lines(val, cfg.skip_neutral),
     }
-    reporter.metrics(0, {f"charts/{name}": value for name, value in counts.items()})
     optimizer = make_optimizer(prm, cfg)
     data_rng = torch.Generator().manual_seed(cfg.seed)
+    loop, best_weights = LoopState(), None
+    if resume_dir:
+        saved = torch.load(Path(resume_dir) / STATE_PT, weights_only=False)
+        optimizer.load_state_dict(saved["optimizer"])
+        restore_rng(saved["rng"], data_rng)
+        loop = LoopState(**saved["loop"])
+        best_weights = cpu_copy(prm) if loop.best_step == loop.done else saved["best_weights"]
+    else:  # logged once per run, not again on resume
+        reporter.metrics(0, {f"charts/{name}": value for name, value in counts.items()})
     # bf16 autocast on GPUs (fp32 master weights); CPUs train in fp32
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
@@ -600,19 +683,31 @@ def train_prm(
     )
     pad_id = tokenizer.pad_token_id
 
+    def checkpoint() -> None:
+        folder = save_train_state(
+            out_dir / "train" / f"step_{loop.done:06d}",
+            prm,
+            tokenizer,
+            optimizer,
+            data_rng,
+            loop,
+            best_weights,
+            cfg,
+        )
+        if on_checkpoint is not None:
+            on_checkpoint(folder, loop.done)
+
     # ---- the loop ----
     prm.train()
-    order: list[int] = []  # the rest of the current epoch's shuffled order
-    losses: list[float] = []
-    best_loss, best_step, best_state = math.inf, 0, None
-    evals_since_best, stopped_early, done = 0, False, 0
+    start_step = loop.done
     started = time.perf_counter()
-    for step in range(cfg.steps):
+    while loop.done < cfg.steps and not loop.stopped_early:
+        step = loop.done
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
-        if len(order) < cfg.batch_size:
-            order += torch.randperm(len(train), generator=data_rng).tolist()
-        indices, order = order[: cfg.batch_size], order[cfg.batch_size :]
+        if len(loop.order) < cfg.batch_size:
+            loop.order += torch.randperm(len(train), generator=data_rng).tolist()
+        indices, loop.order = loop.order[: cfg.batch_size], loop.order[cfg.batch_size :]
         batch = collate([train[i] for i in indices], pad_id, cfg.skip_neutral).to(device)
         with autocast:
             values = prm(batch.input_ids, batch.attention_mask)  # (B, T)
@@ -622,52 +717,51 @@ def train_prm(
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(prm.parameters(), cfg.grad_clip)
         optimizer.step()
-        losses.append(loss.item())
-        done = step + 1
+        loop.losses.append(loss.item())
+        done = loop.done = step + 1
 
         if done % cfg.log_every == 0:
-            reporter.metrics(done, {"losses/prm_train": float(np.mean(losses))})
-            losses.clear()
+            reporter.metrics(done, {"losses/prm_train": float(np.mean(loop.losses))})
+            loop.losses.clear()
         if done % cfg.eval_every == 0 or done == cfg.steps:
             val_loss, _ = validation_loss(prm, val, pad_id, cfg)
             reporter.metrics(done, {"losses/prm_val": val_loss})
-            if val_loss < best_loss:
-                best_loss, best_step, evals_since_best = val_loss, done, 0
-                best_state = {
-                    k: v.detach().to("cpu", copy=True) for k, v in prm.state_dict().items()
-                }
+            if val_loss < loop.best_loss:
+                loop.best_loss, loop.best_step, loop.evals_since_best = val_loss, done, 0
+                best_weights = cpu_copy(prm)
             else:
-                evals_since_best += 1
+                loop.evals_since_best += 1
+        loop.stopped_early = loop.evals_since_best >= cfg.patience
         elapsed = time.perf_counter() - started
         reporter.progress(
             done / cfg.steps,
-            f"step {done}/{cfg.steps} loss {loss.item():.3f} best val {best_loss:.3f} "
-            f"ETA {elapsed / done * (cfg.steps - done):.0f}s",
+            f"step {done}/{cfg.steps} loss {loss.item():.3f} best val {loop.best_loss:.3f} "
+            f"ETA {elapsed / (done - start_step) * (cfg.steps - done):.0f}s",
         )
-        if evals_since_best >= cfg.patience:
-            stopped_early = True
-            break
+        ended = done == cfg.steps or loop.stopped_early
+        if cfg.checkpoint_every and (done % cfg.checkpoint_every == 0 or ended):
+            checkpoint()
     train_seconds = time.perf_counter() - started
 
     # ---- the best weights: checkpoint and held-out evaluation ----
-    assert best_state is not None  # the last step always evaluates
-    prm.load_state_dict(best_state)
+    assert best_weights is not None  # the last step always evaluates
+    prm.load_state_dict(best_weights)
     _, raw = validation_loss(prm, val, pad_id, cfg)
     scores = [to_scores(torch.tensor(r), cfg.loss).tolist() for r in raw]
     neutral = [[is_neutral(line) for line in r.completions] for r in val_records]
     labels = [e.labels for e in val]
     metrics, curve, roc = label_metrics(scores, labels, neutral, cfg.calibration_bins)
-    metrics["prm/val_loss"] = best_loss
-    reporter.metrics(best_step, finite(metrics))
-    checkpoint = save_prm(
-        Path(out_dir) / f"step_{best_step:06d}", prm, tokenizer, cfg, best_step, finite(metrics)
+    metrics["prm/val_loss"] = loop.best_loss
+    reporter.metrics(loop.best_step, finite(metrics))
+    best = save_prm(
+        out_dir / f"step_{loop.best_step:06d}", prm, tokenizer, cfg, loop.best_step, finite(metrics)
     )
     return PRMResult(
-        checkpoint=checkpoint,
-        best_step=best_step,
-        steps_done=done,
-        stopped_early=stopped_early,
-        best_val_loss=best_loss,
+        checkpoint=best,
+        best_step=loop.best_step,
+        steps_done=loop.done,
+        stopped_early=loop.stopped_early,
+        best_val_loss=loop.best_loss,
         train_seconds=train_seconds,
         counts=counts,
         metrics=metrics,

@@ -81,6 +81,13 @@ class PRMTrainConfig(BaseModel):
         description="Stop after this many validation losses in a row without a new best; the "
         "best checkpoint is the one kept.",
     )
+    checkpoint_every: int = Field(
+        default=100,
+        ge=0,
+        description="Save a resumable checkpoint (weights, optimizer, data order, RNG, "
+        "early-stopping state) every N steps and when training ends: a crashed or resumed run "
+        "continues from the last one (0: never).",
+    )
     max_seq_len: int = Field(
         default=1024,
         ge=16,

@@ -1,7 +1,8 @@
 """The ``prm-train`` job through the real runner and sandbox on a throwaway SQLite database:
 it resolves its dataset and policy from other runs' artifacts, stores losses, ``prm/…``
-metrics, a loadable checkpoint artifact and pool samples with line scores; ``score_command``
-prints a run's PRM scores for a file; bad configs name the field."""
+metrics, a loadable checkpoint artifact and pool samples with line scores; training resumed
+from a checkpoint continues exactly; ``score_command`` prints a run's PRM scores for a file; bad
+configs name the field."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import random
 
 import pytest
+import torch
 from sqlalchemy import select
 
 from app import crud
@@ -18,7 +20,9 @@ from models.benchmark import BenchmarkConfig, generate
 from models.evaluation import SampleRecord
 from models.policy import build_tiny_policy, save_policy
 from models.policy_config import TinyModelConfig
-from models.prm import PooledResponse, load_prm
+from models.prm import PooledResponse, load_prm, read_records, train_prm
+from models.prm_config import PRMTrainConfig
+from models.reporting import MemoryReporter
 from models.tokenizer import train_tokenizer
 from tests.conftest import require
 from tests.test_prm import labelled_records
@@ -92,8 +96,11 @@ def test_prm_train_job_stores_metrics_checkpoint_and_scored_samples(data_dir, in
     assert set(result["rerank"]["table"]) == {"2", "4"}  # K = 8 exceeds the pool of 4
     assert result["rerank"]["n_pool"] == 8 and "prm/auc" in result["metrics"]
 
-    [(kind, path, step)] = artifacts
-    assert kind == "prm-checkpoint" and step == result["best_step"]
+    [(path, step)] = [(path, step) for kind, path, step in artifacts if kind == "prm-checkpoint"]
+    assert step == result["best_step"]
+    assert {(kind, step) for kind, _, step in artifacts if kind != "prm-checkpoint"} == {
+        ("prm-train-state", 12)  # the default checkpoint_every: only when training ends
+    }
     prm, _, loss = load_prm(path, device="cpu")
     assert loss == "mse" and prm.head.out_features == 1
     assert len(samples) == 3 and all(s is not None for s in scores)  # a random policy's
@@ -154,3 +161,90 @@ def test_score_command_explains_an_unknown_task(data_dir, inputs, tmp_path):
         name = ensure_embedded(session, SMALL).name
     with pytest.raises(ValueError, match="no problem with task id 'nope'"):
         score_command(str(tmp_path), name, "nope", str(tmp_path / "code.py"))
+
+
+class CrashAt(MemoryReporter):
+    """A reporter whose job dies (as a killed worker would) when step ``step`` reports."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__()
+        self.step = step
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        super().progress(fraction, message)
+        if message.startswith(f"step {self.step}/"):
+            raise RuntimeError("worker lost")
+
+
+def test_training_resumed_from_a_checkpoint_continues_exactly(inputs, tmp_path):
+    policy, dataset = inputs
+    records = read_records(dataset)
+    cfg = PRMTrainConfig(
+        init_from=policy,
+        steps=14,
+        batch_size=8,
+        lr=3e-3,
+        warmup_steps=2,
+        eval_every=3,
+        patience=10,
+        log_every=2,
+        checkpoint_every=5,  # not a multiple of log_every: a half-filled loss window is saved
+        val_fraction=0.25,
+        device="cpu",
+    )
+    straight = MemoryReporter()
+    expected = train_prm(cfg, records, straight, tmp_path / "straight")
+
+    crashed, saved = CrashAt(12), []
+    with pytest.raises(RuntimeError, match="worker lost"):
+        train_prm(
+            cfg,
+            records,
+            crashed,
+            tmp_path / "crashed",
+            on_checkpoint=lambda folder, step: saved.append((folder, step)),
+        )
+    (folder, step), *_ = reversed(saved)
+    assert [s for _, s in saved] == [5, 10] and step == 10
+    resumed = MemoryReporter()
+    result = train_prm(cfg, records, resumed, tmp_path / "crashed", resume_dir=folder)
+
+    kept = [entry for entry in crashed.history if entry[0] <= step]  # what the job keeps
+    assert kept + resumed.history == straight.history  # every value, each step once
+    assert (result.best_step, result.steps_done) == (expected.best_step, expected.steps_done)
+    assert result.metrics == expected.metrics
+    resumed_prm, _, _ = load_prm(result.checkpoint, device="cpu")
+    straight_prm, _, _ = load_prm(expected.checkpoint, device="cpu")
+    for (name, a), (_, b) in zip(
+        resumed_prm.state_dict().items(), straight_prm.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
+def test_training_that_stopped_early_resumes_into_the_final_evaluation(inputs, tmp_path):
+    policy, dataset = inputs
+    cfg = PRMTrainConfig(
+        init_from=policy,
+        steps=40,
+        batch_size=8,
+        lr=0.5,  # far too high: the validation loss soon stops improving
+        eval_every=2,
+        patience=1,
+        checkpoint_every=100,
+        val_fraction=0.25,
+        device="cpu",
+    )
+    records, saved = read_records(dataset), []
+    first = train_prm(
+        cfg, records, MemoryReporter(), tmp_path, on_checkpoint=lambda f, s: saved.append(f)
+    )
+    assert first.stopped_early and len(saved) == 1  # written when training ended
+    reporter = MemoryReporter()
+    again = train_prm(cfg, records, reporter, tmp_path, resume_dir=saved[0])
+    assert (again.best_step, again.steps_done, again.stopped_early) == (
+        first.best_step,
+        first.steps_done,
+        True,
+    )
+    assert again.metrics == first.metrics
+    assert {name for _, name, _ in reporter.history} == set(first.metrics)  # no training step

@@ -5,7 +5,10 @@ file) and the initial policy (a folder, or an sft run's last checkpoint), call
 ``models.prm.train_prm`` with the JobContext as reporter, then rerank a pool of sampled
 responses to held-out problems with the trained PRM (``models.prm.rerank_eval``). It stores the
 best checkpoint (artifact ``prm-checkpoint``), the ``prm/…`` metrics, and part of the pool as
-samples with per-line PRM scores for the dashboard's heatmap. Only pydantic and pure-Python
+samples with per-line PRM scores for the dashboard's heatmap. Training checkpoints are
+registered as they are written (artifact ``prm-train-state``): a re-run of the same run (after
+a crash or a resume) continues from the last one, after deleting what lost attempts logged
+beyond it, so every step's metrics are logged exactly once. Only pydantic and pure-Python
 modules are imported at the top: the registry imports the config without torch.
 """
 
@@ -18,8 +21,10 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field, model_validator
 
 from models.prm_config import PRMTrainConfig, RerankConfig
-from workers.artifacts import required_artifact
+from workers.artifacts import forget_after, latest_artifact, required_artifact
 from workers.jobs_policy import ProblemSource, load_source
+
+TRAIN_STATE = "prm-train-state"  # the artifact kind of resumable training checkpoints
 
 if TYPE_CHECKING:  # torch stays out of this module's imports: the registry imports it
     from models.ppo import RolloutRecord
@@ -57,6 +62,25 @@ class PRMJobConfig(PRMTrainConfig):
         return self
 
 
+def forget_lost_attempts(run_id: int, resume_step: int | None) -> None:
+    """Delete what lost attempts wrote that this one writes again: the metrics after the step
+    it resumes from (all of them when it starts over), and the final evaluation — ``prm/…``
+    metrics, pool samples, the best checkpoint's artifact — which lands at the best step,
+    possibly before that one."""
+    from sqlalchemy import delete
+
+    from app.db import session_scope
+    from app.orm import Artifact, Metric, Sample
+
+    forget_after(run_id, -1 if resume_step is None else resume_step)
+    with session_scope() as session:
+        session.execute(delete(Metric).where(Metric.run_id == run_id, Metric.name.like("prm/%")))
+        session.execute(delete(Sample).where(Sample.run_id == run_id))
+        session.execute(
+            delete(Artifact).where(Artifact.run_id == run_id, Artifact.kind == "prm-checkpoint")
+        )
+
+
 def pool_samples(step: int, pool: list[PooledResponse]) -> list[RolloutRecord]:
     """Reranking-pool responses as stored samples, each line with its PRM score."""
     from models.ppo import eval_record
@@ -88,7 +112,19 @@ def run_prm_train(ctx, cfg: PRMJobConfig) -> dict[str, Any]:
     train_cfg = PRMTrainConfig.model_validate(
         {**cfg.model_dump(include=set(PRMTrainConfig.model_fields)), "init_from": policy}
     )
-    result = train_prm(train_cfg, read_records(dataset), ctx, ctx.artifacts_dir / "prm")
+    # A re-run (worker lost, or the user's resume) continues from its own last checkpoint.
+    resume = latest_artifact(ctx.run_id, TRAIN_STATE)
+    forget_lost_attempts(ctx.run_id, resume[1] if resume else None)
+    result = train_prm(
+        train_cfg,
+        read_records(dataset),
+        ctx,
+        ctx.artifacts_dir / "prm",
+        on_checkpoint=lambda folder, step: ctx.add_artifact(
+            TRAIN_STATE, folder, step=step, meta={"format": "huggingface+value-head"}
+        ),
+        resume_dir=Path(resume[0]) if resume else None,
+    )
     ctx.add_artifact(
         "prm-checkpoint",
         result.checkpoint,
