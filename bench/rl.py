@@ -132,6 +132,7 @@ class RunStats:
     step_ends: list[float] = field(default_factory=list)
     step_tokens: list[int] = field(default_factory=list)
     step_pass: list[float] = field(default_factory=list)
+    step_phases: list[dict[str, float]] = field(default_factory=list)  # seconds per phase
     cpu_seconds: float = 0.0
 
     def end_step(self) -> bool:
@@ -164,6 +165,18 @@ class RunStats:
         if self.steps == 1:
             return self.step_tokens[0] / self.seconds
         return sum(self.step_tokens[1:]) / (self.step_ends[-1] - self.step_ends[0])
+
+    def phase_seconds(self) -> dict[str, float]:
+        """Mean seconds per step of each timed phase and of the rest ("other"), over the steps
+        ``tokens_per_s`` counts."""
+        ends = [self.started, *self.step_ends]
+        steps = range(1 if self.steps > 1 else 0, self.steps)
+        means = {
+            phase: sum(self.step_phases[i][phase] for i in steps) / len(steps)
+            for phase in self.step_phases[0]
+        }
+        step_s = sum(ends[i + 1] - ends[i] for i in steps) / len(steps)
+        return means | {"other": step_s - sum(means.values())}
 
 
 # ============================================================================ start: SFT and PRM
@@ -224,8 +237,16 @@ class StopRun(Exception):
     """Raised from ``train_ppo``'s checkpoint callback once the run's budget is spent."""
 
 
+PPO_PHASES = {  # train_ppo's timers: what each holds
+    "generation": "time/generation_s",
+    "execution": "time/execution_s",  # the sandbox
+    "scoring": "time/prm_scoring_s",  # policy, reference, critic and PRM forwards
+    "update": "time/update_s",  # ppo_epochs × minibatches, policy and critic
+}
+
+
 class StepTokens(MemoryReporter):
-    """Takes each PPO step's completion tokens and pass rate from its metrics."""
+    """Takes each PPO step's completion tokens, pass rate and phase times from its metrics."""
 
     def __init__(self, stats: RunStats, batch: int) -> None:
         super().__init__()
@@ -235,6 +256,9 @@ class StepTokens(MemoryReporter):
         if "rollout/response_tokens" in values:  # the per-step rollout metrics
             self.stats.step_tokens.append(round(values["rollout/response_tokens"] * self.batch))
             self.stats.step_pass.append(values["rollout/pass_rate"])
+            self.stats.step_phases.append(
+                {phase: values[name] for phase, name in PPO_PHASES.items()}
+            )
 
 
 def run_ours(
@@ -321,7 +345,9 @@ def run_grpo(
             exec_request(by_id[task], completion, f"grpo/{i}")
             for i, (task, completion) in enumerate(zip(tasks, completions, strict=True))
         ]
+        started = time.perf_counter()
         passed = [result.status == "passed" for result in run_batch(requests)]
+        stats.step_phases.append({"execution": time.perf_counter() - started})
         # completion_ids run through the first EOS: the real tokens, no padding
         stats.step_tokens.append(sum(len(ids) for ids in completion_ids))
         stats.step_pass.append(sum(passed) / len(passed))
@@ -500,6 +526,9 @@ def main(argv: list[str] | None = None) -> dict:
             f"{sum(stats.step_tokens) / stats.steps:>12,.0f}"
         )
     print(f"{'ratio (ours / TRL)':<26} {ratio:>9.2f}")
+    for name, stats in (("ours", ours_speed), ("TRL", trl_speed)):
+        phases = ", ".join(f"{phase} {s:.1f}" for phase, s in stats.phase_seconds().items())
+        print(f"{name} seconds per step: {phases}")
     print(
         f"\nlearning: {args.minutes:g} minutes of RL from the same SFT start "
         f"(held-out greedy pass@1 of the start: {figures['pass1_sft']:.1%} on {len(test)})"
@@ -524,6 +553,8 @@ def main(argv: list[str] | None = None) -> dict:
         "trl_s_per_step": round(trl_speed.seconds / trl_speed.steps, 2),
         "ours_tokens_per_step": round(sum(ours_speed.step_tokens) / ours_speed.steps, 1),
         "trl_tokens_per_step": round(sum(trl_speed.step_tokens) / trl_speed.steps, 1),
+        "ours_phase_s": {k: round(v, 2) for k, v in ours_speed.phase_seconds().items()},
+        "trl_phase_s": {k: round(v, 2) for k, v in trl_speed.phase_seconds().items()},
         "pass1_ours": round(pass1["ours"], 4),
         "pass1_baseline": round(pass1["baseline"], 4),
         "pass1_trl": round(pass1["trl"], 4),
