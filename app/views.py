@@ -25,6 +25,7 @@ from app import crud, plots, queries
 from app.db import read_session
 from app.heatmap import HeatLine, heatmap_html
 from app.orm import Run, RunStatus
+from app.settings import get_settings
 from models.lines import split_lines
 
 RUN_COLUMNS = ["id", "kind", "name", "group", "status", "progress", "eta", "created", "worker"]
@@ -81,6 +82,18 @@ def eta_text(status: str, progress: float, started_at: datetime | None) -> str:
     return duration_text(max(elapsed * (1.0 - progress) / progress, 0.0))
 
 
+def status_text(status: str, heartbeat_at: datetime | None, lease_s: float) -> str:
+    """The status as shown: a running run whose heartbeat is older than the lease is *lost*
+    (its worker died) until a live worker requeues it or the user resumes it."""
+    beat = _aware(heartbeat_at)
+    if status != RunStatus.running or beat is None:
+        return status
+    silent = (datetime.now(UTC) - beat).total_seconds()
+    if silent <= lease_s:
+        return status
+    return f"lost (no heartbeat for {duration_text(silent)})"
+
+
 def progress_bar(progress: float, width: int = 10) -> str:
     """A text progress bar that renders in any table cell: ``▰▰▰▱▱▱▱▱▱▱ 30%``."""
     filled = round(min(max(progress, 0.0), 1.0) * width)
@@ -113,6 +126,7 @@ def runs_table(
     page: Any = 1,
 ) -> tuple[pd.DataFrame, str]:
     """One page of the runs list, newest first, filtered; and a line saying what is shown."""
+    lease_s = get_settings().lease_s
     with read_session() as session:
         runs, total = queries.runs_page(
             session,
@@ -129,7 +143,7 @@ def runs_table(
                 run.kind,
                 run.name,
                 run.group_name or "",
-                run.status,
+                status_text(run.status, run.heartbeat_at, lease_s),
                 f"{progress_bar(run.progress)} {run.progress_message}".strip(),
                 eta_text(run.status, run.progress, run.started_at),
                 _when(run.created_at),
@@ -168,6 +182,7 @@ def run_summary(run_id: int) -> dict[str, Any]:
         ran_until = finished or now
         return {
             **crud.run_summary(run),
+            "status": status_text(run.status, run.heartbeat_at, get_settings().lease_s),
             "eta": eta_text(run.status, run.progress, run.started_at),
             "finished": RunStatus(run.status).finished,
             "timeline": {

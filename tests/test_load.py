@@ -1,6 +1,11 @@
 """Load: 200 submissions from 20 concurrent clients — half through the CLI, half through the
 Gradio API — are each recorded exactly once, and meanwhile the dashboard answers in under a
-second: its page, the ``run_status`` endpoint, and the runs and workers views it refreshes."""
+second: its page, the ``run_status`` endpoint, and the runs and workers views it refreshes.
+
+The CLI clients run at the lowest CPU priority: in a deployment they are other people's
+machines, while here each ``prm-studio submit`` costs about a second of this box's CPU (Python
+start-up and imports) — the server's share of the load (the API submissions, the database
+writes, the embedded worker running the jobs) stays at normal priority."""
 
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ from tests.conftest import REPO, reset_app_state
 
 pytestmark = pytest.mark.slow
 CLIENTS, PER_CLIENT = 20, 10
+NICEST = ("nice", "-n", "19")
 LATENCY_LIMIT_S = 1.0  # the issue's requirement for the dashboard under this load
 
 
@@ -38,7 +44,7 @@ def via_cli(client: int, data_dir: Path, tmp: Path) -> None:
         config = tmp / f"c{client}-{i}.json"
         config.write_text(json.dumps({"steps": client * PER_CLIENT + i + 1}))
         subprocess.run(
-            [sys.executable, "-m", "app.cli", "submit", "healthcheck", "--config", str(config)],
+            [*NICEST, sys.executable, "-m", "app.cli", "submit", "healthcheck", "--config", config],
             cwd=REPO,
             env=env,
             check=True,

@@ -47,6 +47,25 @@ def test_runs_table_filters_pages_and_shows_progress(data_dir):
     assert views.runs_table(status="running")[1].startswith("1 runs")
 
 
+def test_a_running_run_whose_heartbeat_stopped_shows_as_lost(data_dir):
+    now = datetime.now(UTC)
+    with session_scope() as session:
+        alive = make_run(session, "rl", status="running", heartbeat_at=now, started_at=now)
+        lost = make_run(
+            session,
+            "rl",
+            status="running",
+            heartbeat_at=now - timedelta(minutes=5),
+            started_at=now - timedelta(minutes=9),
+        )
+    table, _ = views.runs_table()
+    shown = dict(zip(table["id"], table["status"], strict=True))
+    assert shown[alive] == "running"
+    assert shown[lost].startswith("lost (no heartbeat for 5")
+    assert views.run_summary(lost)["status"] == shown[lost]
+    assert views.run_details(lost)["status"] == "running"  # the API keeps the stored status
+
+
 def test_lineage_follows_run_id_fields_parents_and_artifacts(data_dir):
     with session_scope() as session:
         sft = make_run(session, "sft", status="succeeded")
