@@ -702,6 +702,7 @@ def dataset_record(record: LabeledResponse) -> dict[str, Any]:
         "completions": record.lines,
         "labels": record.labels,
         "m_star": record.m_star,
+        "passed": record.passed,
         "completions_sampled": record.completions_sampled,
         "source_checkpoint": record.source_checkpoint,
         "task_id": record.task_id,

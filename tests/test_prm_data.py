@@ -117,11 +117,14 @@ def test_the_job_stores_labels_and_exports_the_dataset(data_dir, policies, tmp_p
             "completions",
             "labels",
             "m_star",
+            "passed",
             "completions_sampled",
             "source_checkpoint",
             "task_id",
         }
         assert len(row["completions"]) == len(row["labels"])
+        # the response's own outcome: a passing response has no line labelled wrong
+        assert not row["passed"] or all(label >= 0 for label in row["labels"])
     again = export_prm_dataset(run_id, tmp_path / "cli.jsonl")
     assert [json.loads(x) for x in (tmp_path / "cli.jsonl").read_text().splitlines()] == rows
     assert Path(again["trl_path"]).is_file()
