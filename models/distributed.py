@@ -63,10 +63,11 @@ def is_main() -> bool:
 
 
 def rank_device(device: str) -> torch.device:
-    """The device this rank trains on: ``cuda:LOCAL_RANK`` when distributed on GPUs."""
+    """The device this rank trains on: ``cuda:LOCAL_RANK`` when distributed on GPUs (the
+    current device, which ``process_group`` set)."""
     picked = pick_device(device)
     if picked.type == "cuda" and dist.is_initialized():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank())))
+        return torch.device("cuda", torch.cuda.current_device())
     return picked
 
 
@@ -197,6 +198,8 @@ def launch(
         folder = Path(tmp)
         (folder / "job.pkl").write_bytes(pickle.dumps((target, kwargs, device, timeout_s)))
         env = {
+            # torchrun's default: N processes each using every core would fight over them
+            "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // processes)),
             **os.environ,
             "WORLD_SIZE": str(processes),
             "MASTER_ADDR": "127.0.0.1",

@@ -20,6 +20,11 @@ Training, top to bottom (``train_prm``):
 5. Score the validation lines: accuracy and ROC-AUC (neutral lines excluded), first-error
    localisation on failing responses, the calibration curve.
 
+With ``processes`` > 1 (``models.distributed``) each process takes a share of every step's
+batch and DDP averages the gradients; the loss is divided by the step's supervised lines on all
+processes, so N processes take exactly the 1-process step. Rank 0 alone validates, logs and
+saves, and its early-stopping state is broadcast so that every process stops at the same step.
+
 ``rerank_eval`` adds the paper's best-of-K reranking on a pool of sampled responses with test
 verdicts. ``score_responses`` is the one scoring function (PPO-compatible positions, batched);
 ``score_table`` serves the CLI and the dashboard.
@@ -51,6 +56,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from models.distributed import all_reduce_sum, broadcast, ddp, is_main, rank_device, shard, world
 from models.evaluation import RunBatch, SampleRecord, evaluate, pass_at_k
 from models.lines import encode_with_offsets, is_neutral, segment, split_lines
 from models.policy import pick_device, prepare_tokenizer
@@ -202,17 +208,24 @@ def collate(examples: Sequence[Example], pad_id: int, skip_neutral: bool) -> Bat
 # ============================================================================ loss and scores
 
 
-def pointwise_loss(outputs: torch.Tensor, labels: torch.Tensor, loss: Loss) -> torch.Tensor:
-    """Mean loss of raw outputs (N,) against labels (N,) in {−1, 0, +1}."""
+def pointwise_loss(
+    outputs: torch.Tensor, labels: torch.Tensor, loss: Loss, reduction: str = "mean"
+) -> torch.Tensor:
+    """Mean (or sum) loss of raw outputs (N,) against labels (N,) in {−1, 0, +1}."""
     if loss == "mse":
-        return F.mse_loss(outputs.float(), labels)
-    return F.binary_cross_entropy_with_logits(outputs.float(), (labels + 1) / 2)
+        return F.mse_loss(outputs.float(), labels, reduction=reduction)
+    return F.binary_cross_entropy_with_logits(
+        outputs.float(), (labels + 1) / 2, reduction=reduction
+    )
 
 
-def line_loss(values: torch.Tensor, batch: Batch, loss: Loss) -> torch.Tensor:
+def line_loss(
+    values: torch.Tensor, batch: Batch, loss: Loss, reduction: str = "mean"
+) -> torch.Tensor:
     """The PRM loss. ``values``: (B, T). Only line-end positions enter it (a gather, so every
     other position gets exactly zero gradient)."""
-    return pointwise_loss(values[batch.rows, batch.cols], batch.labels, loss)  # (N,) → ()
+    outputs = values[batch.rows, batch.cols]  # (N,)
+    return pointwise_loss(outputs, batch.labels, loss, reduction)
 
 
 def to_scores(raw: torch.Tensor, loss: Loss) -> torch.Tensor:
@@ -628,15 +641,16 @@ def train_prm(
     *,
     on_checkpoint: Callable[[Path, int], None] | None = None,
     resume_dir: Path | None = None,
-) -> PRMResult:
+) -> PRMResult | None:
     """Train, checkpoint every ``cfg.checkpoint_every`` steps and when training ends (calling
     ``on_checkpoint(folder, step)`` as each is written, so a job can register it at once), then
     evaluate the best weights. ``resume_dir``, such a checkpoint, continues exactly where it
-    was written: weights, optimizer, data order, RNG, early-stopping state, best weights."""
+    was written: weights, optimizer, data order, RNG, early-stopping state, best weights.
+    Distributed, rank 0 returns the result and the other ranks None."""
     if cfg.init_from is None:
         raise ValueError("init_from: name the policy folder the PRM starts from (the SFT model)")
     seed_everything(cfg.seed)
-    device = pick_device(cfg.device)
+    device = rank_device(cfg.device)  # cuda:LOCAL_RANK when distributed on GPUs
     out_dir = Path(out_dir)
 
     # ---- model, data, optimizer (fresh or resumed) ----
@@ -699,6 +713,7 @@ def train_prm(
 
     # ---- the loop ----
     prm.train()
+    prm_ddp = ddp(prm)  # trains through the wrapper (gradients averaged over processes)
     start_step = loop.done
     started = time.perf_counter()
     while loop.done < cfg.steps and not loop.stopped_early:
@@ -708,40 +723,52 @@ def train_prm(
         if len(loop.order) < cfg.batch_size:
             loop.order += torch.randperm(len(train), generator=data_rng).tolist()
         indices, loop.order = loop.order[: cfg.batch_size], loop.order[cfg.batch_size :]
-        batch = collate([train[i] for i in indices], pad_id, cfg.skip_neutral).to(device)
+        mine = shard([train[i] for i in indices])  # every process its share of the batch
+        batch = collate(mine, pad_id, cfg.skip_neutral).to(device)
         with autocast:
-            values = prm(batch.input_ids, batch.attention_mask)  # (B, T)
-        loss = line_loss(values, batch, cfg.loss)
+            values = prm_ddp(batch.input_ids, batch.attention_mask)  # (B, T)
+        # The mean over the batch's supervised lines on all processes: DDP averages gradients
+        # over processes, so each divides its sum by (all lines / processes).
+        lines = all_reduce_sum(torch.tensor(float(len(batch.labels)), device=device))
+        loss = line_loss(values, batch, cfg.loss, reduction="sum") * world() / lines
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(prm.parameters(), cfg.grad_clip)
         optimizer.step()
-        loop.losses.append(loss.item())
+        step_loss = all_reduce_sum(loss.detach()).item() / world()  # the whole batch's mean
+        loop.losses.append(step_loss)
         done = loop.done = step + 1
 
         if done % cfg.log_every == 0:
             reporter.metrics(done, {"losses/prm_train": float(np.mean(loop.losses))})
             loop.losses.clear()
         if done % cfg.eval_every == 0 or done == cfg.steps:
-            val_loss, _ = validation_loss(prm, val, pad_id, cfg)
-            reporter.metrics(done, {"losses/prm_val": val_loss})
-            if val_loss < loop.best_loss:
-                loop.best_loss, loop.best_step, loop.evals_since_best = val_loss, done, 0
-                best_weights = cpu_copy(prm)
-            else:
-                loop.evals_since_best += 1
+            if is_main():  # the other processes wait at the broadcast below
+                val_loss, _ = validation_loss(prm, val, pad_id, cfg)
+                reporter.metrics(done, {"losses/prm_val": val_loss})
+                if val_loss < loop.best_loss:
+                    loop.best_loss, loop.best_step, loop.evals_since_best = val_loss, done, 0
+                    best_weights = cpu_copy(prm)
+                else:
+                    loop.evals_since_best += 1
+            # rank 0's verdict is everyone's, so that all processes stop at the same step
+            loop.best_loss, loop.best_step, loop.evals_since_best = broadcast(
+                (loop.best_loss, loop.best_step, loop.evals_since_best)
+            )
         loop.stopped_early = loop.evals_since_best >= cfg.patience
         elapsed = time.perf_counter() - started
         reporter.progress(
             done / cfg.steps,
-            f"step {done}/{cfg.steps} loss {loss.item():.3f} best val {loop.best_loss:.3f} "
+            f"step {done}/{cfg.steps} loss {step_loss:.3f} best val {loop.best_loss:.3f} "
             f"ETA {elapsed / (done - start_step) * (cfg.steps - done):.0f}s",
         )
         ended = done == cfg.steps or loop.stopped_early
-        if cfg.checkpoint_every and (done % cfg.checkpoint_every == 0 or ended):
+        if cfg.checkpoint_every and (done % cfg.checkpoint_every == 0 or ended) and is_main():
             checkpoint()
     train_seconds = time.perf_counter() - started
+    if not is_main():  # rank 0 alone holds the best weights, evaluates and saves them
+        return None
 
     # ---- the best weights: checkpoint and held-out evaluation ----
     assert best_weights is not None  # the last step always evaluates

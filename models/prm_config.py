@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.policy_config import EvalConfig
 
@@ -105,6 +105,23 @@ class PRMTrainConfig(BaseModel):
         default=10, ge=2, le=100, description="Equal-width bins of the calibration curve."
     )
     device: str = Field(default="auto", description="auto (CUDA if present), cpu or cuda[:i].")
+    processes: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Training processes (torch.distributed): on GPUs one GPU each (NCCL), on a "
+        "CPU-only host gloo. Each takes a share of every step's batch_size responses; the "
+        "steps are exactly those of one process.",
+    )
+
+    @model_validator(mode="after")
+    def _batch_fits(self) -> PRMTrainConfig:
+        if self.batch_size < self.processes:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) is smaller than processes ({self.processes}): "
+                "every process needs at least one response per step"
+            )
+        return self
 
 
 def default_pool() -> EvalConfig:

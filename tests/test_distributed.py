@@ -1,30 +1,44 @@
 """Multi-process training (``models.distributed``) on CPU: 2 processes on gloo, rank 0 in the
 test's process and rank 1 a subprocess, as a job runs them.
 
-PPO in 2 processes runs end to end with the same policy on both ranks and globally whitened
-advantages; a rank that fails fails the whole run promptly, naming the rank, and no process
-is left behind."""
+PRM training in 2 processes gives the loss curve of 1 process; PPO in 2 processes runs end to
+end with the same policy on both ranks and globally whitened advantages; a rank that fails
+fails the whole run promptly, naming the rank, and no process is left behind."""
 
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import time
 from pathlib import Path
 from types import SimpleNamespace
 from unittest import mock
 
+import numpy as np
 import pytest
 import torch
+from sqlalchemy import select
 
+from app import crud
+from app.db import read_session, session_scope
+from app.orm import Artifact
 from models import ppo
+from models.benchmark import BenchmarkConfig, generate
 from models.distributed import RankFailed, launch, rank
 from models.policy import build_tiny_policy, save_policy
 from models.policy_config import TinyModelConfig
 from models.ppo_config import PPOConfig
+from models.prm import train_prm
+from models.prm_config import PRMTrainConfig
 from models.problems import Problem
 from models.reporting import MemoryReporter
 from models.tokenizer import train_tokenizer
+from tests.conftest import BWRAP, require
+from tests.test_prm import labelled_records
+from tests.test_prm_job import run_with_artifact
+from tests.test_rl_job import crud_error, metric_steps, rl_config
+from workers.runner import execute_run
 
 TEXT = ["def f(xs):\n    ys = [x + 1 for x in xs]\n    return ys\n"] * 20
 PROBLEMS = [  # prompts that end mid-line, so that responses have several tokens
@@ -40,7 +54,7 @@ def one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_policy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tokenizer = train_tokenizer(TEXT, 300)
     policy = build_tiny_policy(tokenizer, TinyModelConfig(n_layer=1, n_embd=32, n_head=2), 0)
     return save_policy(policy, tokenizer, tmp_path_factory.mktemp("tiny") / "policy")
@@ -52,6 +66,86 @@ def child_ranks() -> list[str]:
         ["ps", "--ppid", str(os.getpid()), "-o", "args="], capture_output=True, text=True
     ).stdout
     return [line for line in out.splitlines() if "models.distributed" in line]
+
+
+# ----------------------------------------------------------------------------- PRM
+
+
+def test_prm_training_in_two_processes_follows_the_one_process_loss_curve(policy_dir, tmp_path):
+    problems = generate(BenchmarkConfig(n_train=30, n_test=0, min_steps=2, max_steps=3))
+    rng = random.Random(0)
+    records = [record for p in problems for record in labelled_records(p, rng)]
+    cfg = PRMTrainConfig(
+        init_from=str(policy_dir),
+        steps=18,
+        batch_size=7,  # an odd batch: the processes hold 4 and 3 responses
+        lr=3e-3,
+        warmup_steps=2,
+        eval_every=3,
+        patience=2,
+        log_every=1,
+        checkpoint_every=0,
+        val_fraction=0.2,
+        device="cpu",
+    )
+    alone, together = MemoryReporter(), MemoryReporter()
+    one = train_prm(cfg, records, alone, tmp_path / "one")
+    two = launch(
+        2,
+        train_prm,
+        {"cfg": cfg.model_copy(update={"processes": 2}), "records": records, "out_dir": tmp_path},
+        reporter=together,
+        device="cpu",
+        timeout_s=120,
+    )
+    for name in ("losses/prm_train", "losses/prm_val"):
+        steps, values = zip(*alone.series(name), strict=True)
+        assert [step for step, _ in together.series(name)] == list(steps)
+        np.testing.assert_allclose([v for _, v in together.series(name)], values, rtol=1e-4)
+    # early stopping (rank 0's decision, broadcast) ends both processes at the same step
+    assert one.stopped_early and one.steps_done < cfg.steps
+    assert (two.best_step, two.steps_done, two.stopped_early) == (
+        one.best_step,
+        one.steps_done,
+        True,
+    )
+    assert two.metrics["prm/auc"] == pytest.approx(one.metrics["prm/auc"], abs=1e-3)
+
+
+def test_a_prm_train_job_with_two_processes_logs_and_checkpoints_once(data_dir, policy_dir):
+    problems = generate(BenchmarkConfig(n_train=20, n_test=0, min_steps=2, max_steps=3))
+    rng = random.Random(0)
+    dataset = data_dir / "prm.jsonl"
+    dataset.write_text(
+        "".join(r.model_dump_json() + "\n" for p in problems for r in labelled_records(p, rng))
+    )
+    config = {
+        "dataset_run_id": run_with_artifact("prm-data", "prm-dataset", str(dataset)),
+        "policy_run_id": run_with_artifact("sft", "checkpoint", str(policy_dir)),
+        "steps": 6,
+        "batch_size": 4,
+        "eval_every": 3,
+        "log_every": 1,
+        "checkpoint_every": 3,
+        "val_fraction": 0.25,
+        "device": "cpu",
+        "processes": 2,
+        "rerank": {"n_problems": 0},
+    }
+    with session_scope() as session:
+        run_id = crud.create_run(session, kind="prm-train", config=config).id
+    assert execute_run(run_id) == "succeeded", crud_error(run_id)
+    assert metric_steps(run_id, "losses/prm_train") == [1, 2, 3, 4, 5, 6]
+    assert metric_steps(run_id, "losses/prm_val") == [3, 6]
+    with read_session() as session:
+        kinds = session.execute(
+            select(Artifact.kind, Artifact.step).where(Artifact.run_id == run_id)
+        )
+        assert sorted(kinds) == [
+            ("prm-checkpoint", 6),
+            ("prm-train-state", 3),
+            ("prm-train-state", 6),
+        ]
 
 
 # ----------------------------------------------------------------------------- PPO
@@ -124,12 +218,12 @@ def ppo_kwargs(policy: Path, out: Path, **overrides) -> dict:
     }
 
 
-def test_ppo_in_two_processes_keeps_one_policy_and_whitens_globally(tiny_policy, tmp_path):
+def test_ppo_in_two_processes_keeps_one_policy_and_whitens_globally(policy_dir, tmp_path):
     reporter = MemoryReporter()
     result = launch(
         2,
         ppo_rank,
-        {**ppo_kwargs(tiny_policy, tmp_path / "out"), "capture": tmp_path},
+        {**ppo_kwargs(policy_dir, tmp_path / "out"), "capture": tmp_path},
         reporter=reporter,
         device="cpu",
         timeout_s=120,
@@ -140,7 +234,7 @@ def test_ppo_in_two_processes_keeps_one_policy_and_whitens_globally(tiny_policy,
     assert "eval/pass@1_greedy" in result.final_eval
 
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
-    before = ppo.load_policy(tiny_policy)[0].state_dict()
+    before = ppo.load_policy(policy_dir)[0].state_dict()
     for name, weight in ranks[0]["policy"].items():
         torch.testing.assert_close(ranks[1]["policy"][name], weight, rtol=0, atol=0)
     assert any(not torch.equal(ranks[0]["policy"][n], w) for n, w in before.items())
@@ -154,6 +248,19 @@ def test_ppo_in_two_processes_keeps_one_policy_and_whitens_globally(tiny_policy,
         assert max(abs(float(x.mean())) for x in per_rank) > 1e-3
 
 
+def test_an_rl_job_with_two_processes_reports_each_step_once(data_dir, tiny_policy):
+    require(BWRAP.exists(), "bubblewrap is not installed: the rl job runs the sandbox")
+    config = {**rl_config(tiny_policy, 2), "processes": 2, "device": "cpu"}
+    with session_scope() as session:
+        run_id = crud.create_run(session, kind="rl", config=config).id
+    assert execute_run(run_id) == "succeeded", crud_error(run_id)
+    assert metric_steps(run_id, "losses/policy") == [1, 2]
+    assert metric_steps(run_id, "eval/pass@1_greedy") == [0, 1, 2]
+    with read_session() as session:
+        steps = session.scalars(select(Artifact.step).where(Artifact.run_id == run_id))
+        assert sorted(steps) == [1, 2]
+
+
 # ----------------------------------------------------------------------------- failures
 
 
@@ -163,13 +270,13 @@ def sandbox_down_on_rank_1(requests: list[dict]) -> list[SimpleNamespace]:
     return fake_sandbox(requests)
 
 
-def test_a_failing_rank_fails_the_run_promptly_and_names_itself(tiny_policy, tmp_path):
+def test_a_failing_rank_fails_the_run_promptly_and_names_itself(policy_dir, tmp_path):
     started = time.monotonic()
     with pytest.raises(RankFailed, match="rank 1 of 2 failed: ConnectionError: the sandbox"):
         launch(
             2,
             ppo.train_ppo,
-            ppo_kwargs(tiny_policy, tmp_path, run_batch=sandbox_down_on_rank_1),
+            ppo_kwargs(policy_dir, tmp_path, run_batch=sandbox_down_on_rank_1),
             reporter=MemoryReporter(),
             device="cpu",
             timeout_s=300,  # far longer than the test: the failure must not wait for it
@@ -187,12 +294,12 @@ class CancelOnFirstProgress(MemoryReporter):
         raise Cancelled("the user cancelled the run")
 
 
-def test_rank_0_failing_raises_its_own_error_and_ends_the_others(tiny_policy, tmp_path):
+def test_rank_0_failing_raises_its_own_error_and_ends_the_others(policy_dir, tmp_path):
     with pytest.raises(Cancelled):
         launch(
             2,
             ppo.train_ppo,
-            ppo_kwargs(tiny_policy, tmp_path),
+            ppo_kwargs(policy_dir, tmp_path),
             reporter=CancelOnFirstProgress(),
             device="cpu",
             timeout_s=300,
@@ -221,3 +328,8 @@ def test_a_rank_that_cannot_start_fails_the_run_without_waiting_for_the_timeout(
         launch(2, noop, {"payload": LoadsOnlyInRank0()}, reporter=MemoryReporter(), timeout_s=300)
     assert time.monotonic() - started < 90
     assert child_ranks() == []
+
+
+def test_more_processes_than_gpus_is_an_error_naming_the_field():
+    with pytest.raises(ValueError, match="processes: 2 processes take one GPU each"):
+        launch(2, noop, {}, reporter=MemoryReporter(), device="cuda")

@@ -2,8 +2,9 @@
 
 The job is thin: resolve the dataset (a prm-data run's ``prm-dataset`` artifact, or a JSONL
 file) and the initial policy (a folder, or an sft run's last checkpoint), call
-``models.prm.train_prm`` with the JobContext as reporter, then rerank a pool of sampled
-responses to held-out problems with the trained PRM (``models.prm.rerank_eval``). It stores the
+``models.prm.train_prm`` with the JobContext as reporter (in ``processes`` processes:
+``models.distributed.launch``), then rerank a pool of sampled responses to held-out problems
+with the trained PRM (``models.prm.rerank_eval``). It stores the
 best checkpoint (artifact ``prm-checkpoint``), the ``prm/…`` metrics, and part of the pool as
 samples with per-line PRM scores for the dashboard's heatmap. Training checkpoints are
 registered as they are written (artifact ``prm-train-state``): a re-run of the same run (after
@@ -97,6 +98,7 @@ def pool_samples(step: int, pool: list[PooledResponse]) -> list[RolloutRecord]:
 
 
 def run_prm_train(ctx, cfg: PRMJobConfig) -> dict[str, Any]:
+    from models.distributed import launch
     from models.policy import load_policy
     from models.prm import finite, load_prm, read_records, rerank_eval, train_prm
     from models.reporting import AtFraction
@@ -115,16 +117,26 @@ def run_prm_train(ctx, cfg: PRMJobConfig) -> dict[str, Any]:
     # A re-run (worker lost, or the user's resume) continues from its own last checkpoint.
     resume = latest_artifact(ctx.run_id, TRAIN_STATE)
     forget_lost_attempts(ctx.run_id, resume[1] if resume else None)
-    result = train_prm(
-        train_cfg,
-        read_records(dataset),
-        ctx,
-        ctx.artifacts_dir / "prm",
-        on_checkpoint=lambda folder, step: ctx.add_artifact(
-            TRAIN_STATE, folder, step=step, meta={"format": "huggingface+value-head"}
-        ),
-        resume_dir=Path(resume[0]) if resume else None,
+    # processes > 1: rank 0 trains here with the job's reporter and checkpoint registration,
+    # the other ranks in subprocesses (models.distributed.launch); rank 0's result comes back
+    result = launch(
+        cfg.processes,
+        train_prm,
+        {
+            "cfg": train_cfg,
+            "records": read_records(dataset),
+            "out_dir": ctx.artifacts_dir / "prm",
+            "resume_dir": Path(resume[0]) if resume else None,
+        },
+        reporter=ctx,
+        device=cfg.device,
+        main_kwargs={
+            "on_checkpoint": lambda folder, step: ctx.add_artifact(
+                TRAIN_STATE, folder, step=step, meta={"format": "huggingface+value-head"}
+            )
+        },
     )
+    assert result is not None  # rank 0's
     ctx.add_artifact(
         "prm-checkpoint",
         result.checkpoint,
