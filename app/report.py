@@ -43,7 +43,7 @@ MONITORS = {
     "rollout/comment_line_fraction": "comment-line fraction",
 }
 RERANK = re.compile(r"^prm/rerank@(\d+)/(\w+)$")
-RERANK_COLUMNS = ("random", "prm_min", "prm_last", "prm_mean", "oracle")
+RERANK_COLUMNS = ("random", "prm_min", "prm_last", "prm_mean", "prm_end", "oracle")
 PRM_HEADLINE = ("prm/auc", "prm/first_error_exact", "prm/first_error_within1", "prm/accuracy")
 LABELS = (1, 0, -1)
 # the metric names the report reads: held-out pass rates, rollout monitors, PRM and labeling

@@ -39,7 +39,6 @@ state and the best weights so far), from which ``train_prm(resume_dir=…)`` con
 from __future__ import annotations
 
 import bisect
-import contextlib
 import json
 import math
 import random
@@ -59,7 +58,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from models.distributed import all_reduce_sum, broadcast, ddp, is_main, rank_device, shard, world
 from models.evaluation import RunBatch, SampleRecord, evaluate, pass_at_k
 from models.lines import encode_with_offsets, is_neutral, segment, split_lines
-from models.policy import pick_device, prepare_tokenizer
+from models.policy import autocast_for, pick_device, prepare_tokenizer
 from models.prm_config import AGGREGATES, Aggregate, Loss, PRMTrainConfig, RerankConfig
 from models.problems import Problem
 from models.reporting import Reporter
@@ -89,6 +88,7 @@ class PRMRecord(BaseModel):
     completions: list[str]  # the response's lines, without newlines
     labels: list[Literal[-1, 0, 1]]  # one per line
     m_star: int
+    passed: bool | None = None  # the response's own test outcome (end-of-response label)
     completions_sampled: int = 0
     source_checkpoint: str = ""
     task_id: str
@@ -142,12 +142,15 @@ def split_by_problem(
 
 @dataclass(frozen=True)
 class Example:
-    """A tokenised response: ids of ``prompt + response`` and, per line that fits the window,
-    the index of its last token and its label (0 when unlabelled)."""
+    """A tokenised response: ids of ``prompt + response + EOS`` and, per line that fits the
+    window, the index of its last token and its label (0 when unlabelled); the EOS's index
+    (None past the window) and the response's outcome label there (0 when not trained)."""
 
     ids: list[int]
     positions: list[int]
     labels: list[int]
+    end: int | None = None
+    outcome: int = 0
 
 
 def encode(
@@ -156,21 +159,28 @@ def encode(
     response: str,
     max_len: int,
     labels: Sequence[int] | None = None,
+    outcome: int = 0,
 ) -> Example:
-    """Tokenise ``prompt + response`` once; lines whose last token falls past ``max_len`` are
-    dropped (the window keeps the prompt: the PRM cannot judge code without its task)."""
+    """Tokenise ``prompt + response`` once and append EOS, where the PRM scores the response
+    as a whole; lines whose last token falls past ``max_len`` are dropped (the window keeps
+    the prompt: the PRM cannot judge code without its task)."""
     ids, offsets = encode_with_offsets(tokenizer, prompt + response)
     # spans in response coordinates: prompt tokens start before 0, which segment() allows
     shifted = [(start - len(prompt), end - len(prompt)) for start, end in offsets]
     positions = segment(response, shifted).last_tokens
     fit = bisect.bisect_left(positions, max_len)  # positions never decrease
     labels = list(labels) if labels is not None else [0] * len(positions)
-    return Example(ids[:max_len], positions[:fit], labels[:fit])
+    end = len(ids) if tokenizer.eos_token_id is not None and len(ids) < max_len else None
+    if end is not None:
+        ids = [*ids, tokenizer.eos_token_id]
+    outcome = outcome if end is not None else 0
+    return Example(ids[:max_len], positions[:fit], labels[:fit], end, outcome)
 
 
 @dataclass
 class Batch:
-    """Right-padded sequences and the (row, position, label) of every supervised line end."""
+    """Right-padded sequences and the (row, position, label) of every supervised line end
+    (and end-of-response token with an outcome label)."""
 
     input_ids: torch.Tensor  # (B, T)
     attention_mask: torch.Tensor  # (B, T)
@@ -196,6 +206,10 @@ def collate(examples: Sequence[Example], pad_id: int, skip_neutral: bool) -> Bat
             rows.append(b)
             cols.append(position)
             labels.append(float(label))
+        if example.end is not None and example.outcome:
+            rows.append(b)
+            cols.append(example.end)
+            labels.append(float(example.outcome))
     return Batch(
         input_ids,
         attention_mask,
@@ -241,22 +255,24 @@ def context_length(prm: ValueModel) -> int:
 @torch.no_grad()
 def line_outputs(
     prm: ValueModel, examples: Sequence[Example], pad_id: int, batch_size: int
-) -> list[list[float]]:
-    """Raw outputs at every line end of every example, batched."""
+) -> tuple[list[list[float]], list[float | None]]:
+    """Raw outputs at every line end of every example, and at its end-of-response token (None
+    past the window), batched."""
     device = next(prm.parameters()).device
     was_training = prm.training
     prm.eval()
-    outputs: list[list[float]] = []
+    lines: list[list[float]] = []
+    ends: list[float | None] = []
     for first in range(0, len(examples), batch_size):
         chunk = examples[first : first + batch_size]
         batch = collate(chunk, pad_id, skip_neutral=False).to(device)
-        values = prm(batch.input_ids, batch.attention_mask).float()  # (B, T)
-        flat = values[batch.rows, batch.cols].cpu().tolist()  # (N,)
-        for example in chunk:
-            outputs.append(flat[: len(example.positions)])
-            flat = flat[len(example.positions) :]
+        with autocast_for(device):
+            values = prm(batch.input_ids, batch.attention_mask).float().cpu()  # (B, T)
+        for b, example in enumerate(chunk):
+            lines.append(values[b, example.positions].tolist())
+            ends.append(None if example.end is None else float(values[b, example.end]))
     prm.train(was_training)
-    return outputs
+    return lines, ends
 
 
 def score_responses(
@@ -270,6 +286,20 @@ def score_responses(
 ) -> list[list[float]]:
     """The PRM's score of every line of every response (``split_lines``), in [−1, 1] for a
     BCE PRM and on the label scale for an MSE one. Raises if a line ends past the context."""
+    return score_lines_and_ends(prm, tokenizer, prompts, responses, batch_size, loss=loss)[0]
+
+
+def score_lines_and_ends(
+    prm: ValueModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    batch_size: int = 32,
+    *,
+    loss: Loss = "mse",
+) -> tuple[list[list[float]], list[float | None]]:
+    """``score_responses`` plus each response's end score: the PRM at an EOS after it, which
+    a PRM trained with ``outcome_labels`` reads as "this program, as written, passes"."""
     window = context_length(prm)
     examples = [encode(tokenizer, p, r, window) for p, r in zip(prompts, responses, strict=True)]
     for example, response in zip(examples, responses, strict=True):
@@ -279,8 +309,11 @@ def score_responses(
                 f"a response of {n_lines} lines ends past the PRM's context of {window} tokens "
                 f"(only {len(example.positions)} lines fit)"
             )
-    raw = line_outputs(prm, examples, tokenizer.pad_token_id, batch_size)
-    return [to_scores(torch.tensor(r), loss).tolist() for r in raw]
+    raw, ends = line_outputs(prm, examples, tokenizer.pad_token_id, batch_size)
+    return (
+        [to_scores(torch.tensor(r), loss).tolist() for r in raw],
+        [None if e is None else float(to_scores(torch.tensor(e), loss)) for e in ends],
+    )
 
 
 # ============================================================================ checkpoints
@@ -371,9 +404,15 @@ def first_error(scores: Sequence[float], neutral: Sequence[bool]) -> int | None:
     return None
 
 
-def response_score(scores: Sequence[float], neutral: Sequence[bool], how: Aggregate) -> float:
-    """One score per response from its code lines' scores: the minimum (the weakest step),
-    the last line (the whole program), or the mean. A response without code scores −1."""
+def response_score(
+    scores: Sequence[float], neutral: Sequence[bool], how: Aggregate, end: float | None = None
+) -> float:
+    """One score per response: from its code lines' scores the minimum (the weakest step), the
+    last line or the mean; or ``end``, the score at the EOS after it (the outcome the PRM
+    predicts, when trained with outcome labels). A response without code, or whose end is past
+    the window, scores −1."""
+    if how == "end":
+        return -1.0 if end is None else end
     code = [score for score, is_blank in zip(scores, neutral, strict=True) if not is_blank]
     if not code:
         return -1.0
@@ -482,6 +521,7 @@ class PooledResponse:
     line_scores: list[float]
     neutral: list[bool]  # per line: blank or comment-only
     record: SampleRecord
+    end_score: float | None = None
 
 
 def rerank_metrics(
@@ -495,7 +535,7 @@ def rerank_metrics(
         by_problem[response.problem_index].append(response)
 
     def agg(r: PooledResponse, how: Aggregate) -> float:
-        return response_score(r.line_scores, r.neutral, how)
+        return response_score(r.line_scores, r.neutral, how, r.end_score)
 
     n = min(len(group) for group in by_problem.values())
     table: dict[str, dict[str, float]] = {}
@@ -570,18 +610,37 @@ def supervised_lines(examples: Sequence[Example], skip_neutral: bool) -> int:
 
 def validation_loss(
     prm: ValueModel, examples: Sequence[Example], pad_id: int, cfg: PRMTrainConfig
-) -> tuple[float, list[list[float]]]:
-    """The mean loss over validation line ends (as in training), and the raw outputs."""
-    raw = line_outputs(prm, examples, pad_id, cfg.eval_batch_size)
+) -> tuple[float, list[list[float]], list[float | None]]:
+    """The mean loss over validation line ends and labelled ends (as in training), and the
+    raw outputs at line ends and at ends."""
+    raw, ends = line_outputs(prm, examples, pad_id, cfg.eval_batch_size)
     kept = [
         (o, y)
         for os, e in zip(raw, examples, strict=True)
         for o, y in zip(os, e.labels, strict=True)
         if y or not cfg.skip_neutral
     ]
+    kept += [(o, e.outcome) for o, e in zip(ends, examples, strict=True) if e.outcome]
     outputs = torch.tensor([o for o, _ in kept])
     labels = torch.tensor([float(y) for _, y in kept])
-    return pointwise_loss(outputs, labels, cfg.loss).item(), raw
+    return pointwise_loss(outputs, labels, cfg.loss).item(), raw, ends
+
+
+def outcome_label(record: PRMRecord) -> int:
+    """+1 / −1 for a response that passed / failed its tests, 0 when the record does not say."""
+    return 0 if record.passed is None else (1 if record.passed else -1)
+
+
+def end_metrics(ends: Sequence[float | None], examples: Sequence[Example]) -> dict[str, float]:
+    """How well the end score (already on the label scale) tells passing responses from
+    failing ones on held-out records: AUC and accuracy at 0."""
+    pairs = [(s, e.outcome > 0) for s, e in zip(ends, examples, strict=True) if e.outcome]
+    if not pairs:
+        return {}
+    return {
+        "prm/end_auc": roc_auc([s for s, _ in pairs], [y for _, y in pairs]),
+        "prm/end_accuracy": float(np.mean([(s >= 0) == y for s, y in pairs])),
+    }
 
 
 @dataclass
@@ -655,16 +714,27 @@ def train_prm(
 
     # ---- model, data, optimizer (fresh or resumed) ----
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(cfg.init_from))
+    fp32 = torch.float32  # master weights; forward passes under bf16 autocast on GPUs
     prm = (
-        ValueModel.load(resume_dir)
+        ValueModel.load(resume_dir, dtype=fp32)
         if resume_dir
-        else ValueModel.from_policy(cfg.init_from, seed=cfg.seed)
+        else ValueModel.from_policy(cfg.init_from, seed=cfg.seed, dtype=fp32)
     ).to(device)
     window = min(cfg.max_seq_len, context_length(prm))
     train_records, val_records = split_by_problem(records, cfg.val_fraction, cfg.seed)
 
     def examples_of(rs: Sequence[PRMRecord]) -> list[Example]:
-        return [encode(tokenizer, r.prompt, r.response, window, r.labels) for r in rs]
+        return [
+            encode(
+                tokenizer,
+                r.prompt,
+                r.response,
+                window,
+                r.labels,
+                outcome_label(r) if cfg.outcome_labels else 0,
+            )
+            for r in rs
+        ]
 
     train = [e for e in examples_of(train_records) if supervised_lines([e], cfg.skip_neutral)]
     val = examples_of(val_records)
@@ -689,12 +759,6 @@ def train_prm(
         best_weights = cpu_copy(prm) if loop.best_step == loop.done else saved["best_weights"]
     else:  # logged once per run, not again on resume
         reporter.metrics(0, {f"charts/{name}": value for name, value in counts.items()})
-    # bf16 autocast on GPUs (fp32 master weights); CPUs train in fp32
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if device.type == "cuda"
-        else contextlib.nullcontext()
-    )
     pad_id = tokenizer.pad_token_id
 
     def checkpoint() -> None:
@@ -725,7 +789,7 @@ def train_prm(
         indices, loop.order = loop.order[: cfg.batch_size], loop.order[cfg.batch_size :]
         mine = shard([train[i] for i in indices])  # every process its share of the batch
         batch = collate(mine, pad_id, cfg.skip_neutral).to(device)
-        with autocast:
+        with autocast_for(device):
             values = prm_ddp(batch.input_ids, batch.attention_mask)  # (B, T)
         # The mean over the batch's supervised lines on all processes: DDP averages gradients
         # over processes, so each divides its sum by (all lines / processes).
@@ -745,7 +809,7 @@ def train_prm(
             loop.losses.clear()
         if done % cfg.eval_every == 0 or done == cfg.steps:
             if is_main():  # the other processes wait at the broadcast below
-                val_loss, _ = validation_loss(prm, val, pad_id, cfg)
+                val_loss, _, _ = validation_loss(prm, val, pad_id, cfg)
                 reporter.metrics(done, {"losses/prm_val": val_loss})
                 if val_loss < loop.best_loss:
                     loop.best_loss, loop.best_step, loop.evals_since_best = val_loss, done, 0
@@ -773,11 +837,13 @@ def train_prm(
     # ---- the best weights: checkpoint and held-out evaluation ----
     assert best_weights is not None  # the last step always evaluates
     prm.load_state_dict(best_weights)
-    _, raw = validation_loss(prm, val, pad_id, cfg)
+    _, raw, ends = validation_loss(prm, val, pad_id, cfg)
     scores = [to_scores(torch.tensor(r), cfg.loss).tolist() for r in raw]
     neutral = [[is_neutral(line) for line in r.completions] for r in val_records]
     labels = [e.labels for e in val]
     metrics, curve, roc = label_metrics(scores, labels, neutral, cfg.calibration_bins)
+    end_scores = [None if e is None else float(to_scores(torch.tensor(e), cfg.loss)) for e in ends]
+    metrics.update(end_metrics(end_scores, val))
     metrics["prm/val_loss"] = loop.best_loss
     reporter.metrics(loop.best_step, finite(metrics))
     best = save_prm(
@@ -803,7 +869,7 @@ def train_prm(
 @dataclass
 class RerankResult:
     metrics: dict[str, float]  # prm/rerank@K/…, prm/corr_…
-    table: dict[str, dict[str, float]]  # K -> {prm_min, prm_last, prm_mean, random, oracle}
+    table: dict[str, dict[str, float]]  # K -> {prm_<aggregate>…, random, oracle}
     pool: list[PooledResponse]
 
     def summary(self) -> dict[str, Any]:
@@ -832,7 +898,7 @@ def rerank_eval(
         run_batch,
         reporter,
     ).records
-    line_scores = score_responses(
+    line_scores, end_scores = score_lines_and_ends(
         prm,
         prm_tokenizer,
         [problems[r.problem_index].prompt for r in sampled],
@@ -842,9 +908,14 @@ def rerank_eval(
     )
     pool = [
         PooledResponse(
-            r.problem_index, r.passed, scores, [x.neutral for x in split_lines(r.completion)], r
+            r.problem_index,
+            r.passed,
+            scores,
+            [x.neutral for x in split_lines(r.completion)],
+            r,
+            end,
         )
-        for r, scores in zip(sampled, line_scores, strict=True)
+        for r, scores, end in zip(sampled, line_scores, end_scores, strict=True)
     ]
     metrics, table = rerank_metrics(pool, cfg.pool.ks)
     return RerankResult(metrics, table, pool)

@@ -14,8 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from models.policy_config import EvalConfig
 
 Loss = Literal["mse", "bce"]
-Aggregate = Literal["min", "last", "mean"]
-AGGREGATES: tuple[Aggregate, ...] = ("min", "last", "mean")
+Aggregate = Literal["min", "last", "mean", "end"]
+AGGREGATES: tuple[Aggregate, ...] = ("min", "last", "mean", "end")
 
 
 class PRMTrainConfig(BaseModel):
@@ -33,6 +33,15 @@ class PRMTrainConfig(BaseModel):
         "does; the raw output is the score. bce: targets (label + 1) / 2, output through a "
         "sigmoid, scores mapped back to [−1, 1] as 2·sigmoid − 1 (the checkpoint records "
         "which, so every scorer maps it the same way).",
+    )
+    outcome_labels: bool = Field(
+        default=True,
+        description="Also train the score at an end-of-sequence token appended after each "
+        "response on the response's own test outcome (+1 passed, −1 failed; records without "
+        "'passed' add nothing). Line labels say whether a prefix can still be completed, so a "
+        "correct but unfinished program scores high on every line; the end score says whether "
+        "the program as written passes, and is best-of-K's 'end' aggregate. PPO's dense "
+        "rewards use the line ends only.",
     )
     skip_neutral: bool = Field(
         default=True,

@@ -32,12 +32,14 @@ from models.prm import (
     label_metrics,
     line_loss,
     load_prm,
+    outcome_label,
     read_records,
     rerank_metrics,
     response_score,
     roc_auc,
     roc_curve,
     save_prm,
+    score_lines_and_ends,
     score_responses,
     split_by_problem,
     train_prm,
@@ -63,6 +65,7 @@ def labelled_records(problem: Problem, rng: random.Random) -> list[PRMRecord]:
         completions=lines,
         labels=[1] * len(lines),
         m_star=len(lines),
+        passed=True,
         task_id=problem.task_id,
     )
     k = rng.randint(1, len(steps))
@@ -74,6 +77,7 @@ def labelled_records(problem: Problem, rng: random.Random) -> list[PRMRecord]:
         completions=wrong,
         labels=[1] * (k - 1) + [-1] * (len(lines) - k + 1),
         m_star=k - 1,
+        passed=False,
         task_id=problem.task_id,
     )
     return [good, bad]
@@ -145,6 +149,27 @@ def test_the_loss_touches_line_ends_only_and_skips_neutral_lines():
     assert line_loss(values, batch, "mse").item() == pytest.approx((0.25 + 1 + 0) / 3)
 
 
+def test_the_end_of_response_token_is_trained_on_the_outcome_when_there_is_one():
+    examples = [
+        Example(ids=[5, 6, 7, 2], positions=[1, 2], labels=[1, -1], end=3, outcome=-1),
+        Example(ids=[5, 6, 2], positions=[1], labels=[1], end=2, outcome=0),  # outcome unknown
+    ]
+    batch = collate(examples, pad_id=0, skip_neutral=True)
+    supervised = zip(batch.rows.tolist(), batch.cols.tolist(), batch.labels.tolist(), strict=True)
+    assert list(supervised) == [
+        (0, 1, 1.0),
+        (0, 2, -1.0),
+        (0, 3, -1.0),  # the end: the response failed
+        (1, 1, 1.0),
+    ]
+    assert [outcome_label(r) for r in labelled_records_of_each_kind()] == [1, -1, 0]
+
+
+def labelled_records_of_each_kind() -> list[PRMRecord]:
+    base = {"prompt": "p", "completions": ["x"], "labels": [1], "m_star": 1, "task_id": "t"}
+    return [PRMRecord(**base, passed=True), PRMRecord(**base, passed=False), PRMRecord(**base)]
+
+
 # ----------------------------------------------------------------------------- line mapping
 
 
@@ -156,7 +181,9 @@ def test_scores_map_to_lines_when_bpe_tokens_span_newlines(tmp_path):
     # the tokenizer really merges newlines with what follows: "\n\n   " ends two lines at once
     assert any(tokenizer.decode([i]).startswith("\n\n") for i in ids)
 
-    example = encode(tokenizer, prompt, response, max_len=512, labels=[1, 0, 0, -1])
+    example = encode(tokenizer, prompt, response, max_len=512, labels=[1, 0, 0, -1], outcome=-1)
+    assert example.ids == [*ids, tokenizer.eos_token_id] and example.end == len(ids)
+    assert example.outcome == -1
     lines = split_lines(response)
     assert len(example.positions) == 4 and example.positions == sorted(example.positions)
     assert example.positions[0] == example.positions[1]  # the blank line shares the token
@@ -171,6 +198,13 @@ def test_scores_map_to_lines_when_bpe_tokens_span_newlines(tmp_path):
     prm.forward = lambda input_ids, attention_mask: input_ids.float()
     (scores,) = score_responses(prm, tokenizer, [prompt], [response])
     assert scores == [float(ids[p]) for p in example.positions]
+    # the end score is read at the EOS appended after the response
+    assert score_lines_and_ends(prm, tokenizer, [prompt], [response])[1] == [
+        float(tokenizer.eos_token_id)
+    ]
+    # past the window there is no end (and no outcome to train on)
+    short = encode(tokenizer, prompt, response, max_len=len(ids), outcome=1)
+    assert short.end is None and short.outcome == 0
 
 
 def test_save_and_load_give_identical_scores(tmp_path, tiny_policy):
@@ -257,6 +291,8 @@ def test_rerank_table_and_response_scores():
     ]
     assert response_score([-0.2, 0.7, 0.99], [False, False, True], "last") == 0.7
     assert response_score([0.5], [True], "min") == -1.0  # no code line
+    assert response_score([0.5], [False], "end", end=-0.25) == -0.25
+    assert response_score([0.5], [False], "end", end=None) == -1.0  # end past the window
     metrics, table = rerank_metrics(pool, ks=[2, 3, 4])
     assert set(table) == {"2", "3"}  # K = 4 exceeds the pool of 3
     # K = 3 (the whole pool): min picks the passing response of problem 0 and ranks problem
@@ -266,6 +302,8 @@ def test_rerank_table_and_response_scores():
     assert table["3"]["oracle"] == 1.0
     assert table["2"]["oracle"] == pytest.approx(pass_at_k(3, 1, 2))
     assert metrics["prm/rerank@3/prm_min"] == table["3"]["prm_min"]
+    # without end scores "end" ranks every response alike (−1): a random pick
+    assert table["3"]["prm_end"] == pytest.approx(table["3"]["random"])
     assert -1 <= metrics["prm/corr_min"] <= 1 and metrics["prm/pool_pass_rate"] == 1 / 3
 
 
@@ -327,6 +365,7 @@ def test_a_tiny_prm_beats_a_constant_predictor(benchmark_records, tiny_policy, t
     assert reporter.series("losses/prm_val")[0][0] == 25
     assert "ETA" in reporter.messages[-1]
     assert result.metrics["prm/auc"] > 0.7, result.metrics  # a constant predictor has 0.5
+    assert result.metrics["prm/end_auc"] > 0.55, result.metrics  # passing vs failing programs
     assert result.best_val_loss == min(v for _, v in reporter.series("losses/prm_val"))
     assert result.checkpoint.name == f"step_{result.best_step:06d}"
     assert (result.checkpoint / PRM_JSON).is_file()

@@ -154,7 +154,7 @@ def test_curves_monitors_prm_and_labeling_come_from_the_stored_metrics(group):
     markdown = rep.to_markdown(report)
     assert "Binary search sampled **12.0** completions per failing response" in markdown
     assert "auc **0.810**, first_error_exact **0.400**" in markdown
-    assert "| 4 | 30.0 | 42.0 | – | – | 60.0 |" in markdown
+    assert "| 4 | 30.0 | 42.0 | – | – | – | 60.0 |" in markdown
     assert "Best-of-4 with the PRM (its best aggregate): 42.0 % against 30.0 %" in markdown
     assert "| 3 | 20.0 ± 14.1 | 40.0 ± 14.1 | 20.0 ± 0.0 |" in markdown  # the long horizon
     assert "| lines per response | Baseline | 4.1 | 6 |" in markdown
