@@ -16,18 +16,11 @@ from pathlib import Path
 
 import psutil
 
+from app.report import CHROMIUM_FLAGS
 from tests.conftest import REPO, free_port, require
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+CHROMIUM_ARGS = list(CHROMIUM_FLAGS)  # the flags the report's heatmap screenshot uses too
 
 
 class Dashboard:
