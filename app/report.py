@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -100,10 +100,11 @@ class GroupRows:
 
 
 def stage_key(run: RunRow) -> tuple[str, ...]:
-    """What makes two runs of a group the same stage: variant and seed for PPO, else the kind."""
+    """What makes two runs of a group the same stage: variant and seed for PPO, else the kind
+    and the stage's name (the mbpp preset has an eval stage per PPO run)."""
     if run.kind == "rl":
         return (run.kind, str(run.config.get("variant")), str(run.config.get("seed")))
-    return (run.kind,)
+    return (run.kind, run.name)
 
 
 def latest_per_stage(runs: Sequence[RunRow]) -> list[RunRow]:
@@ -177,6 +178,7 @@ class VariantRow:
     long_horizon: list[float]  # per run: the same on the longest difficulty
     curve: list[CurvePoint]  # mean over runs per evaluation step
     steps_to_baseline: int | None  # first step whose mean reaches Baseline's final mean
+    transfer: list[float] = field(default_factory=list)  # per run: an eval run on another set
 
     @property
     def title(self) -> str:
@@ -284,6 +286,8 @@ def build_report(rows: GroupRows, metric: str | None = None) -> Report:
     def finals(runs: Sequence[RunRow], name: str | None) -> list[float]:
         return [series[r.id][name][-1][1] for r in runs if name and name in series[r.id]]
 
+    # the mbpp preset scores every PPO run on HumanEval too: eval runs naming it as their policy
+    scored_by = {r.config.get("policy_run_id"): r for r in rows.runs if r.kind == "eval"}
     baseline = finals(members.get("baseline", []), metric)
     baseline_final = mean_std(baseline)[0] if baseline else None
     variants = []
@@ -299,6 +303,7 @@ def build_report(rows: GroupRows, metric: str | None = None) -> Report:
                 finals(runs, long_metric),
                 curve,
                 reach,
+                finals([scored_by[r.id] for r in runs if r.id in scored_by], metric),
             )
         )
     buckets = sorted({n for n in names if n.startswith(f"{metric}/difficulty_")}, key=difficulty_of)
@@ -408,7 +413,13 @@ def paper_table(report: Report) -> list[str]:
         for v in report.variants
     ]
     header = ["variant", "seeds", "pass@1 %", "Δ vs Baseline", f"{long_title} %"]
-    return md_table([*header, "steps to Baseline's final"], rows)
+    header.append("steps to Baseline's final")
+    if any(v.transfer for v in report.variants):
+        evals = [r for r in report.runs if r.kind == "eval"]
+        sets = sorted({str(r.config.get("data", {}).get("problem_set")) for r in evals})
+        header.append(f"{', '.join(sets)} pass@1 %")
+        rows = [[*row, pm(v.transfer)] for row, v in zip(rows, report.variants, strict=True)]
+    return md_table(header, rows)
 
 
 def best_of_k_line(report: Report) -> list[str]:

@@ -45,6 +45,15 @@ def test_plan_orders_stages_after_their_inputs():
     }
 
 
+def test_the_mbpp_preset_also_scores_every_ppo_run_on_humaneval():
+    stages = plan(ReproduceConfig(preset="mbpp", policy="/models/coder", seeds=2))
+    rl = [s.key for s in stages if s.kind == "rl"]
+    evals = {s.refs["policy_run_id"]: s for s in stages if s.kind == "eval"}
+    assert sorted(evals) == sorted(rl) and len(rl) == 4 * 2
+    assert all(s.config["data"] == {"problem_set": "humaneval"} for s in evals.values())
+    assert not any(s.kind == "eval" for s in plan(ReproduceConfig(seeds=2)))  # embedded: none
+
+
 def test_micro_reproduction_runs_through_a_real_worker_and_reuses_finished_stages(
     data_dir, start_worker
 ):

@@ -196,6 +196,20 @@ def test_the_heatmap_is_the_latest_failing_dense_rollout_the_prm_scored_negative
     assert page.startswith("<!doctype html>") and report.heatmap in page
 
 
+def test_eval_runs_of_the_ppo_runs_add_a_transfer_column(group):
+    with session_scope() as session:
+        for key, value in (("baseline-0", 0.1), ("baseline-1", 0.2), ("dense-0", 0.3)):
+            config = {"policy_run_id": group[key], "data": {"problem_set": "humaneval"}}
+            run = add_run(session, "eval", f"humaneval-{key}", config)
+            add_metrics(session, run, 0, {"eval/pass@1_sampled": value})
+    report = rep.load_report(GROUP)
+    rows = {v.variant: v.transfer for v in report.variants}
+    assert rows == {"baseline": [0.1, 0.2], "dense": [0.3], "value-init": []}
+    table = "\n".join(rep.paper_table(report))
+    assert "| humaneval pass@1 % |" in table
+    assert "| Baseline | 2 | 45.0 ± 7.1 | +0.0 | 20.0 ± 14.1 | 20 | 15.0 ± 7.1 |" in table
+
+
 def test_cli_names_an_unknown_group(data_dir, tmp_path, capsys):
     assert main(["report", "no-such-group", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip().splitlines()

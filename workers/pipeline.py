@@ -213,6 +213,17 @@ def plan(cfg: ReproduceConfig) -> list[Stage]:
                     f"rl-{variant}-seed{seed}", "rl", {**rl, "variant": variant, "seed": seed}, refs
                 )
             )
+    if cfg.preset == "mbpp":  # trained on MBPP train, also scored on HumanEval's 164 problems
+        stages += [
+            Stage(
+                f"humaneval-{stage.key.removeprefix('rl-')}",
+                "eval",
+                {"data": {"problem_set": "humaneval"}, "split": "test"},
+                refs={"policy_run_id": stage.key},
+            )
+            for stage in list(stages)
+            if stage.kind == "rl"
+        ]
     return stages
 
 
