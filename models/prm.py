@@ -564,8 +564,24 @@ def rerank_metrics(
     passed = [float(r.passed) for r in pool]
     for how in AGGREGATES:
         metrics[f"prm/corr_{how}"] = pearson([agg(r, how) for r in pool], passed)
+        groups = [([agg(r, how) for r in g], [r.passed for r in g]) for g in by_problem.values()]
+        metrics[f"prm/pairwise_{how}"] = within_problem_auc(groups)
     metrics["prm/pool_pass_rate"] = float(np.mean(passed))
     return metrics, table
+
+
+def within_problem_auc(groups: Sequence[tuple[Sequence[float], Sequence[bool]]]) -> float:
+    """P(a passing response outscores a failing one of the same problem), ties counting half,
+    over all such pairs: what reranking needs. The correlation over the whole pool can be high
+    while this is 0.5, when scores tell easy problems from hard ones but not good responses
+    from bad ones."""
+    wins = pairs = 0.0
+    for scores, passed in groups:
+        good = [s for s, ok in zip(scores, passed, strict=True) if ok]
+        bad = [s for s, ok in zip(scores, passed, strict=True) if not ok]
+        wins += sum((g > b) + 0.5 * (g == b) for g in good for b in bad)
+        pairs += len(good) * len(bad)
+    return wins / pairs if pairs else math.nan
 
 
 def finite(metrics: dict[str, float]) -> dict[str, float]:

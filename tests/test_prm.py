@@ -304,6 +304,10 @@ def test_rerank_table_and_response_scores():
     assert metrics["prm/rerank@3/prm_min"] == table["3"]["prm_min"]
     # without end scores "end" ranks every response alike (−1): a random pick
     assert table["3"]["prm_end"] == pytest.approx(table["3"]["random"])
+    # within problems, by min: problem 0 — the passing 0.8 beats −0.5 and −0.2 (2 of 2);
+    # problem 1 — the passing 0.2 beats 0.1, not 0.3 (1 of 2): 3 of 4 pairs
+    assert metrics["prm/pairwise_min"] == pytest.approx(3 / 4)
+    assert metrics["prm/pairwise_end"] == pytest.approx(1 / 2)  # all tied
     assert -1 <= metrics["prm/corr_min"] <= 1 and metrics["prm/pool_pass_rate"] == 1 / 3
 
 
