@@ -35,6 +35,7 @@ from models.problems import Problem
 from models.reporting import MemoryReporter
 from models.tokenizer import train_tokenizer
 from tests.conftest import BWRAP, require
+from tests.test_ppo import fake_sandbox
 from tests.test_prm import labelled_records
 from tests.test_prm_job import run_with_artifact
 from tests.test_rl_job import crud_error, metric_steps, rl_config
@@ -149,20 +150,6 @@ def test_a_prm_train_job_with_two_processes_logs_and_checkpoints_once(data_dir, 
 
 
 # ----------------------------------------------------------------------------- PPO
-
-
-def fake_sandbox(requests: list[dict]) -> list[SimpleNamespace]:
-    """A deterministic verdict: programs that return ``ys`` pass."""
-    return [
-        SimpleNamespace(
-            status="passed" if "return ys" in r["program"] else "failed",
-            passed=1,
-            total=1,
-            error_line=None,
-            detail="",
-        )
-        for r in requests
-    ]
 
 
 def ppo_rank(*, reporter, capture: Path, **kwargs) -> ppo.PPOResult:
