@@ -21,6 +21,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import threading
@@ -169,8 +170,11 @@ def show(value: Any) -> str:
     return str(value)
 
 
+RATIO = re.compile(r"(^|_)ratio($|_)")  # "ratio", "ratio_all", "linear_ratio"; not "generation"
+
+
 def ratios(figures: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in flatten(figures).items() if "ratio" in k.rsplit(".", 1)[-1]}
+    return {k: v for k, v in flatten(figures).items() if RATIO.search(k.rsplit(".", 1)[-1])}
 
 
 def section(result: BenchResult) -> list[str]:
