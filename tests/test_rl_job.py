@@ -70,6 +70,24 @@ def test_rl_job_stores_everything_and_resumes_continuously(data_dir, tiny_policy
         assert lines > 0  # rollouts carry the dense reward paid per line (0 for baseline)
 
 
+def test_a_lost_attempt_without_a_checkpoint_leaves_nothing_behind(data_dir, tiny_policy):
+    require(__import__("os").path.exists("/usr/bin/bwrap"), "bubblewrap is not installed")
+    cfg = {**rl_config(tiny_policy, 1), "checkpoint_every": 0}
+    with session_scope() as session:
+        run_id = crud.create_run(session, kind="rl", config=cfg).id
+        # what an attempt that died before its first checkpoint had logged
+        crud.add_metrics(session, run_id=run_id, step=0, values={"eval/pass@1_greedy": 0.99})
+        crud.add_metrics(session, run_id=run_id, step=1, values={"losses/policy": 9.9})
+    assert execute_run(run_id) == "succeeded", crud_error(run_id)
+    assert metric_steps(run_id, "eval/pass@1_greedy") == [0, 1]
+    assert metric_steps(run_id, "losses/policy") == [1]
+    with read_session() as session:
+        logged = session.scalars(
+            select(Metric.value).where(Metric.run_id == run_id, Metric.name == "losses/policy")
+        ).all()
+    assert logged != [9.9]
+
+
 def crud_error(run_id: int) -> str | None:
     with read_session() as session:
         return session.get(Run, run_id).error

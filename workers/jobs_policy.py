@@ -98,6 +98,8 @@ def run_sft(ctx, cfg: SFTJobConfig) -> dict[str, Any]:
     if resume is not None and sft_cfg.lora is None:
         forget_after(ctx.run_id, resume[1] or 0)
         sft_cfg = sft_cfg.model_copy(update={"resume_from": resume[0]})
+    else:  # starting from scratch: nothing a lost attempt logged may stay
+        forget_after(ctx.run_id, -1)
 
     def register(folder: Path, step: int) -> None:
         if resume is None or (str(folder), step) != resume:  # resumed at the end: already there

@@ -66,8 +66,8 @@ def run_rl(ctx, cfg: RLJobConfig) -> dict[str, Any]:
     if not train or not held_out:
         raise ValueError(f"data: problem set {name!r} needs problems in both splits")
     resume = latest_artifact(ctx.run_id, "checkpoint")
-    if resume is not None:
-        forget_after(ctx.run_id, resume[1] or 0)
+    # what a lost attempt logged after its last checkpoint (all of it, if it saved none) goes
+    forget_after(ctx.run_id, (resume[1] or 0) if resume else -1)
     ppo_cfg = PPOConfig.model_validate(
         cfg.model_dump(
             exclude={
