@@ -40,6 +40,7 @@ import json
 import random
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -183,9 +184,17 @@ def pack(generations: Sequence[Generation], pad_id: int) -> Packed:
 
 
 def rows(packed: Packed, index: torch.Tensor, device: torch.device) -> Packed:
-    """A minibatch of ``packed`` on ``device``."""
+    """Rows ``index`` of ``packed`` on ``device``, cut to their own longest sequence and longest
+    response: the whole batch's padding beyond those is arithmetic on nothing (a minibatch of
+    short responses otherwise pays for the batch's longest)."""
+    L = int(packed.attention_mask[index].sum(1).max())
+    R = int(packed.response_mask[index].sum(1).max())
     return Packed(
-        *(getattr(packed, name)[index].to(device) for name in Packed.__dataclass_fields__)
+        packed.input_ids[index, :L].to(device),
+        packed.attention_mask[index, :L].to(device),
+        packed.state_index[index, :R].to(device),
+        packed.response_ids[index, :R].to(device),
+        packed.response_mask[index, :R].to(device),
     )
 
 
@@ -219,9 +228,17 @@ def prm_token_scores(prm: ValueModel, batch: Packed, loss: str = "mse") -> torch
 
 
 @torch.no_grad()
-def in_chunks(fn: Callable[[Packed], Any], packed: Packed, size: int, device) -> list[Any]:
-    B = packed.input_ids.shape[0]
-    return [fn(rows(packed, torch.arange(i, min(i + size, B)), device)) for i in range(0, B, size)]
+def in_chunks(
+    fn: Callable[[Packed], torch.Tensor], packed: Packed, size: int, device
+) -> torch.Tensor:
+    """``fn``'s (b, r) output over chunks of ``size`` rows, as one (B, R) tensor on the CPU
+    (each chunk is cut to its own lengths by ``rows``; zeros fill the rest)."""
+    B, R = packed.response_ids.shape
+    out = torch.zeros(B, R)
+    for first in range(0, B, size):
+        chunk = fn(rows(packed, torch.arange(first, min(first + size, B)), device)).cpu()
+        out[first : first + chunk.shape[0], : chunk.shape[1]] = chunk
+    return out
 
 
 # ============================================================================ the training loop
@@ -378,6 +395,7 @@ def train_ppo(
     policy_opt = torch.optim.AdamW(policy.parameters(), lr=cfg.policy_lr, eps=1e-5)
     critic_opt = torch.optim.AdamW(critic.parameters(), lr=cfg.critic_lr, eps=1e-5)
     sampler = make_sampler(policy, tokenizer, backend=cfg.backend, batch_size=cfg.batch_size)
+    background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ppo-sandbox")
     problem_rng = random.Random(cfg.seed)
     log_rng = random.Random(cfg.seed + 1)
     kl_coef, start_step = cfg.kl_coef, 0
@@ -443,57 +461,54 @@ def train_ppo(
         )
         generations = sampler.generate([p.prompt for p in problems], params)
         # an empty response has no token to pay its reward on: give it one (EOS)
+        empty = [not g.token_ids for g in generations]
         generations = [
-            g
-            if g.token_ids
-            else Generation(g.prompt_ids, [tokenizer.eos_token_id], [0.0], "", g.finish_reason)
-            for g in generations
+            Generation(g.prompt_ids, [tokenizer.eos_token_id], [0.0], "", g.finish_reason)
+            if is_empty
+            else g
+            for g, is_empty in zip(generations, empty, strict=True)
         ]
         timings["generation"] = time.perf_counter() - t0
 
-        # ---- 2. execution in the sandbox ----------------------------------------------------
-        t0 = time.perf_counter()
+        # ---- 2. execution in the sandbox, in the background -------------------------------
+        # The sandbox runs in processes of its own: its work overlaps the scoring below, and
+        # "execution" times only the wait left after it.
         requests = [
             exec_request(p, g.text, f"{step}/{i}")
             for i, (p, g) in enumerate(zip(problems, generations, strict=True))
         ]
-        results = run_batch(requests)
-        passed = [r.status == "passed" for r in results]
-        timings["execution"] = time.perf_counter() - t0
+        verdicts = background.submit(run_batch, requests)
 
         # ---- 3. log-probs, values, PRM scores (no grad) -----------------------------------
         t0 = time.perf_counter()
         packed = pack(generations, pad_id)
         mask = packed.response_mask  # (B, R)
-        old_logp = torch.cat(
-            [
-                lp
-                for lp, _ in in_chunks(
-                    lambda b: policy_logprobs(policy, b), packed, cfg.batch_size, device
-                )
-            ]
-        ).cpu()
-        ref_logp = torch.cat(
-            [
-                lp
-                for lp, _ in in_chunks(
-                    lambda b: policy_logprobs(reference, b), packed, cfg.batch_size, device
-                )
-            ]
-        ).cpu()
-        old_values = torch.cat(
-            in_chunks(lambda b: critic_values(critic, b), packed, cfg.batch_size, device)
-        ).cpu()
+        if sampler.exact_logprobs and not any(empty):
+            # the sampler ran these very weights in this precision: its log-probs are the
+            # rollout's (a forward pass would reproduce them to float rounding)
+            old_logp = torch.zeros_like(mask)
+            for b, g in enumerate(generations):
+                old_logp[b, : len(g.logprobs)] = torch.tensor(g.logprobs)
+        else:
+            old_logp = in_chunks(
+                lambda b: policy_logprobs(policy, b)[0], packed, cfg.batch_size, device
+            )
+        ref_logp = in_chunks(
+            lambda b: policy_logprobs(reference, b)[0], packed, cfg.batch_size, device
+        )
+        old_values = in_chunks(lambda b: critic_values(critic, b), packed, cfg.batch_size, device)
         segmented = [segment_ids(tokenizer, g.token_ids) for g in generations]
         line_scores: list[list[float]] = [[] for _ in generations]
         if prm is not None:
-            token_scores = torch.cat(
-                in_chunks(
-                    lambda b: prm_token_scores(prm, b, prm_loss), packed, cfg.batch_size, device
-                )
-            ).cpu()
+            token_scores = in_chunks(
+                lambda b: prm_token_scores(prm, b, prm_loss), packed, cfg.batch_size, device
+            )
             line_scores = [token_scores[b, s.last_tokens].tolist() for b, s in enumerate(segmented)]
         timings["prm_scoring"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        results = verdicts.result()
+        passed = [r.status == "passed" for r in results]
+        timings["execution"] = time.perf_counter() - t0
 
         # ---- 4. rewards per token and advantages ------------------------------------------
         kl = (old_logp - ref_logp) * mask  # (B, R): log π − log π_ref per token
@@ -527,12 +542,13 @@ def train_ppo(
             order = torch.randperm(B)
             for first in range(0, B, minibatch):
                 index = order[first : first + minibatch]
-                mb = rows(packed, index, device)
-                mb_mask = mask[index].to(device)
-                mb_adv = advantages[index].to(device)
-                mb_ret = returns[index].to(device)
-                mb_old_logp = old_logp[index].to(device)
-                mb_old_v = old_values[index].to(device)
+                mb = rows(packed, index, device)  # cut to its own lengths: (b, l), (b, r)
+                r = mb.response_ids.shape[1]
+                mb_mask = mb.response_mask
+                mb_adv = advantages[index, :r].to(device)
+                mb_ret = returns[index, :r].to(device)
+                mb_old_logp = old_logp[index, :r].to(device)
+                mb_old_v = old_values[index, :r].to(device)
                 # Per-token means over the minibatch of all processes: DDP averages gradients
                 # over processes, so each divides its token sum by (all tokens / processes).
                 mb_tokens = all_reduce_sum(mb_mask.sum()) / world()
@@ -672,5 +688,6 @@ def train_ppo(
             checkpoints.append(folder)
             on_checkpoint(done, folder)
 
+    background.shutdown()
     final_eval = run_eval(cfg.steps)
     return PPOResult(cfg.steps, checkpoints, final_eval, time.perf_counter() - started)

@@ -62,6 +62,11 @@ class Sampler(Protocol):
     def sync_weights(self) -> None:
         """Make the next ``generate`` use the model's current weights."""
 
+    @property
+    def exact_logprobs(self) -> bool:
+        """Whether ``Generation.logprobs`` are the model's own (same weights, same precision),
+        so that PPO may take them as the rollout's log-probs instead of a forward pass."""
+
 
 def filter_top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     """Set logits outside the nucleus to -inf. ``logits``: (B, V)."""
@@ -163,6 +168,14 @@ class HFSampler:
         self.dedents, self.after = dedent_tables(self.pieces)
         self.max_positions = getattr(model.config, "max_position_embeddings", None)
         self.cache_keyword = cache_keyword(model)
+
+    @property
+    def exact_logprobs(self) -> bool:
+        """True when sampling the live model itself on a CPU, where PPO's forward pass runs the
+        same weights in the same precision (no bf16 copy, no autocast): the log-probs agree to
+        float rounding (about 1e-6)."""
+        device = next(self.model.parameters()).device
+        return self.runner is self.model and device.type == "cpu"
 
     def sync_weights(self) -> None:
         """Refresh the bf16 copy, if there is one (otherwise this samples the live model)."""
@@ -348,6 +361,8 @@ class VLLMSampler:
             enforce_eager=True,
         )
         self.sync_weights()
+
+    exact_logprobs = False  # vLLM's kernels and precision are not the trainer's
 
     def sync_weights(self) -> None:
         """Load the model's current weights into the engine (vLLM maps the Hugging Face names)."""
