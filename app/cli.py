@@ -157,12 +157,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from app.settings import get_settings
     from workers.celery_app import app as celery_app
 
+    if args.concurrency:  # the jobs size their torch threads by it (Settings.torch_threads)
+        os.environ["PRM_STUDIO_WORKER_CONCURRENCY"] = str(args.concurrency)
+        get_settings.cache_clear()
     celery_app.worker_main(
         [
             "worker",
             f"--loglevel={args.loglevel}",
             f"--queues={args.queues}",
-            f"--concurrency={args.concurrency or get_settings().worker_concurrency}",
+            f"--concurrency={get_settings().worker_concurrency}",
             f"--hostname={args.name}",
             "--pool=prefork",
             # Gossip/mingle/heartbeat need broadcast, which the SQLite transport lacks; workers

@@ -86,7 +86,16 @@ class Settings(BaseSettings):
         default=100, ge=1, le=10_000, description="Largest dataset upload the dashboard takes."
     )
     worker_concurrency: int = Field(
-        default=1, ge=1, description="Jobs one worker process runs at once (one per GPU)."
+        default=1,
+        ge=1,
+        description="Jobs one worker process runs at once (one per GPU; on a CPU host up to "
+        "one per core: the tiny model's jobs each use one core best).",
+    )
+    job_threads: int = Field(
+        default=0,
+        ge=0,
+        description="Torch threads of each job. 0: the host's CPU cores divided by the jobs "
+        "a worker runs at once (at least 1), so that jobs side by side do not fight for cores.",
     )
     cancel_poll_s: float = Field(
         default=1.0,
@@ -154,6 +163,10 @@ class Settings(BaseSettings):
         if self.artifacts_dir is None:
             self.artifacts_dir = self.data_dir / "artifacts"
         return self
+
+    def torch_threads(self) -> int:
+        """``job_threads``, or the CPU cores shared among the jobs a worker runs at once."""
+        return self.job_threads or max(1, (os.cpu_count() or 1) // self.worker_concurrency)
 
     def ensure_dirs(self) -> None:
         """Create the data and artifact folders (idempotent)."""

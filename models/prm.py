@@ -242,6 +242,28 @@ def line_loss(
     return pointwise_loss(outputs, batch.labels, loss, reduction)
 
 
+def outcome_pairs(
+    examples: Sequence[Example], problems: Sequence[str]
+) -> tuple[list[int], list[int]]:
+    """(passing, failing) indices of every two examples of one problem with opposite outcomes
+    whose end fits the window: the pairs of the ranking loss."""
+    good: dict[str, list[int]] = defaultdict(list)
+    bad: dict[str, list[int]] = defaultdict(list)
+    for i, (example, problem) in enumerate(zip(examples, problems, strict=True)):
+        if example.end is not None and example.outcome:
+            (good if example.outcome > 0 else bad)[problem].append(i)
+    pairs = [(g, b) for problem in good for g in good[problem] for b in bad.get(problem, [])]
+    return [g for g, _ in pairs], [b for _, b in pairs]
+
+
+def rank_loss(ends: torch.Tensor, passing: Sequence[int], failing: Sequence[int]) -> torch.Tensor:
+    """Bradley–Terry loss of raw end outputs (N,): mean log(1 + exp(−(s_pass − s_fail))) over
+    the pairs. It only sees differences, so it moves no score's level, only their order
+    within a problem; the pointwise loss keeps the level."""
+    margin = ends[list(passing)].float() - ends[list(failing)].float()
+    return F.softplus(-margin).mean()
+
+
 def to_scores(raw: torch.Tensor, loss: Loss) -> torch.Tensor:
     """Raw head outputs → scores on the label scale [−1, 1] (MSE outputs already are)."""
     return raw if loss == "mse" else 2 * torch.sigmoid(raw) - 1
@@ -620,15 +642,34 @@ class PRMResult:
         }
 
 
+def epoch_order(problems: Sequence[str], by_problem: bool, rng: torch.Generator) -> list[int]:
+    """One epoch's order of the training examples (``problems``: each one's task id): shuffled,
+    or, ``by_problem``, problems shuffled with each one's examples together (in a shuffled
+    order), so that a batch holds responses to one prompt for the ranking loss to compare."""
+    order = torch.randperm(len(problems), generator=rng).tolist()
+    if not by_problem:
+        return order
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i in order:
+        groups[problems[i]].append(i)
+    names = list(groups)
+    return [i for g in torch.randperm(len(names), generator=rng).tolist() for i in groups[names[g]]]
+
+
 def supervised_lines(examples: Sequence[Example], skip_neutral: bool) -> int:
     return sum(sum(1 for y in e.labels if y or not skip_neutral) for e in examples)
 
 
 def validation_loss(
-    prm: ValueModel, examples: Sequence[Example], pad_id: int, cfg: PRMTrainConfig
+    prm: ValueModel,
+    examples: Sequence[Example],
+    problems: Sequence[str],
+    pad_id: int,
+    cfg: PRMTrainConfig,
 ) -> tuple[float, list[list[float]], list[float | None]]:
-    """The mean loss over validation line ends and labelled ends (as in training), and the
-    raw outputs at line ends and at ends."""
+    """The loss as in training — the mean over validation line ends and labelled ends, plus
+    the weighted ranking loss over every pair of one problem — and the raw outputs at line
+    ends and at ends."""
     raw, ends = line_outputs(prm, examples, pad_id, cfg.eval_batch_size)
     kept = [
         (o, y)
@@ -639,7 +680,12 @@ def validation_loss(
     kept += [(o, e.outcome) for o, e in zip(ends, examples, strict=True) if e.outcome]
     outputs = torch.tensor([o for o, _ in kept])
     labels = torch.tensor([float(y) for _, y in kept])
-    return pointwise_loss(outputs, labels, cfg.loss).item(), raw, ends
+    loss = pointwise_loss(outputs, labels, cfg.loss).item()
+    passing, failing = outcome_pairs(examples, problems)
+    if cfg.rank_weight > 0 and passing:
+        end_outputs = torch.tensor([0.0 if e is None else e for e in ends])
+        loss += cfg.rank_weight * rank_loss(end_outputs, passing, failing).item()
+    return loss, raw, ends
 
 
 def outcome_label(record: PRMRecord) -> int:
@@ -647,15 +693,27 @@ def outcome_label(record: PRMRecord) -> int:
     return 0 if record.passed is None else (1 if record.passed else -1)
 
 
-def end_metrics(ends: Sequence[float | None], examples: Sequence[Example]) -> dict[str, float]:
+def end_metrics(
+    ends: Sequence[float | None], examples: Sequence[Example], problems: Sequence[str]
+) -> dict[str, float]:
     """How well the end score (already on the label scale) tells passing responses from
-    failing ones on held-out records: AUC and accuracy at 0."""
-    pairs = [(s, e.outcome > 0) for s, e in zip(ends, examples, strict=True) if e.outcome]
+    failing ones on held-out records: AUC and accuracy at 0, and the AUC within problems
+    (a passing response against a failing one to the same prompt: what reranking needs)."""
+    pairs = [
+        (s, e.outcome > 0, problem)
+        for s, e, problem in zip(ends, examples, problems, strict=True)
+        if e.outcome and s is not None
+    ]
     if not pairs:
         return {}
+    by_problem: dict[str, tuple[list[float], list[bool]]] = defaultdict(lambda: ([], []))
+    for s, passed, problem in pairs:
+        by_problem[problem][0].append(s)
+        by_problem[problem][1].append(passed)
     return {
-        "prm/end_auc": roc_auc([s for s, _ in pairs], [y for _, y in pairs]),
-        "prm/end_accuracy": float(np.mean([(s >= 0) == y for s, y in pairs])),
+        "prm/end_auc": roc_auc([s for s, _, _ in pairs], [y for _, y, _ in pairs]),
+        "prm/end_accuracy": float(np.mean([(s >= 0) == y for s, y, _ in pairs])),
+        "prm/end_pairwise_auc": within_problem_auc(list(by_problem.values())),
     }
 
 
@@ -752,8 +810,13 @@ def train_prm(
             for r in rs
         ]
 
-    train = [e for e in examples_of(train_records) if supervised_lines([e], cfg.skip_neutral)]
-    val = examples_of(val_records)
+    kept = [
+        (e, r.task_id)
+        for e, r in zip(examples_of(train_records), train_records, strict=True)
+        if supervised_lines([e], cfg.skip_neutral)
+    ]
+    train, train_problems = [e for e, _ in kept], [task for _, task in kept]
+    val, val_problems = examples_of(val_records), [r.task_id for r in val_records]
     if not train or not supervised_lines(val, cfg.skip_neutral):
         raise ValueError("no labelled line fits the window in the train or validation split")
     counts = {
@@ -801,16 +864,21 @@ def train_prm(
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
         if len(loop.order) < cfg.batch_size:
-            loop.order += torch.randperm(len(train), generator=data_rng).tolist()
+            loop.order += epoch_order(train_problems, cfg.rank_weight > 0, data_rng)
         indices, loop.order = loop.order[: cfg.batch_size], loop.order[cfg.batch_size :]
-        mine = shard([train[i] for i in indices])  # every process its share of the batch
-        batch = collate(mine, pad_id, cfg.skip_neutral).to(device)
+        mine = shard(indices)  # every process its share of the batch
+        examples = [train[i] for i in mine]
+        batch = collate(examples, pad_id, cfg.skip_neutral).to(device)
         with autocast_for(device):
             values = prm_ddp(batch.input_ids, batch.attention_mask)  # (B, T)
         # The mean over the batch's supervised lines on all processes: DDP averages gradients
         # over processes, so each divides its sum by (all lines / processes).
         lines = all_reduce_sum(torch.tensor(float(len(batch.labels)), device=device))
         loss = line_loss(values, batch, cfg.loss, reduction="sum") * world() / lines
+        passing, failing = outcome_pairs(examples, [train_problems[i] for i in mine])
+        if cfg.rank_weight > 0 and passing:  # pairs within this process's share of the batch
+            ends = values[torch.arange(len(examples)), [e.end or 0 for e in examples]]
+            loss = loss + cfg.rank_weight * rank_loss(ends, passing, failing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
@@ -825,7 +893,7 @@ def train_prm(
             loop.losses.clear()
         if done % cfg.eval_every == 0 or done == cfg.steps:
             if is_main():  # the other processes wait at the broadcast below
-                val_loss, _, _ = validation_loss(prm, val, pad_id, cfg)
+                val_loss, _, _ = validation_loss(prm, val, val_problems, pad_id, cfg)
                 reporter.metrics(done, {"losses/prm_val": val_loss})
                 if val_loss < loop.best_loss:
                     loop.best_loss, loop.best_step, loop.evals_since_best = val_loss, done, 0
@@ -853,13 +921,13 @@ def train_prm(
     # ---- the best weights: checkpoint and held-out evaluation ----
     assert best_weights is not None  # the last step always evaluates
     prm.load_state_dict(best_weights)
-    _, raw, ends = validation_loss(prm, val, pad_id, cfg)
+    _, raw, ends = validation_loss(prm, val, val_problems, pad_id, cfg)
     scores = [to_scores(torch.tensor(r), cfg.loss).tolist() for r in raw]
     neutral = [[is_neutral(line) for line in r.completions] for r in val_records]
     labels = [e.labels for e in val]
     metrics, curve, roc = label_metrics(scores, labels, neutral, cfg.calibration_bins)
     end_scores = [None if e is None else float(to_scores(torch.tensor(e), cfg.loss)) for e in ends]
-    metrics.update(end_metrics(end_scores, val))
+    metrics.update(end_metrics(end_scores, val, val_problems))
     metrics["prm/val_loss"] = loop.best_loss
     reporter.metrics(loop.best_step, finite(metrics))
     best = save_prm(

@@ -43,6 +43,18 @@ class PRMTrainConfig(BaseModel):
         "the program as written passes, and is best-of-K's 'end' aggregate. PPO's dense "
         "rewards use the line ends only.",
     )
+    rank_weight: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=100.0,
+        description="Weight of a within-problem ranking loss on the end score: for every "
+        "passing and failing response to the same problem in a batch, log(1 + exp(−(s_pass − "
+        "s_fail))) (Bradley–Terry). Line and outcome labels alone let a small PRM score a "
+        "response by how typical its lines look — what the policy writes most often, mistakes "
+        "included — and best-of-K then picks the policy's favourite mistakes; the pairs make it "
+        "compare answers to one prompt, which is what reranking asks. Batches then hold whole "
+        "problems. Needs outcome_labels. 0: off (the paper's pointwise loss only; ours).",
+    )
     skip_neutral: bool = Field(
         default=True,
         description="Leave blank and comment-only lines (label 0) out of the loss. Their 0 is "
@@ -125,6 +137,11 @@ class PRMTrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _batch_fits(self) -> PRMTrainConfig:
+        if self.rank_weight > 0 and not self.outcome_labels:
+            raise ValueError(
+                "rank_weight ranks end scores, which only outcome_labels trains: set "
+                "outcome_labels to true or rank_weight to 0"
+            )
         if self.batch_size < self.processes:
             raise ValueError(
                 f"batch_size ({self.batch_size}) is smaller than processes ({self.processes}): "

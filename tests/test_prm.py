@@ -28,11 +28,14 @@ from models.prm import (
     calibration_curve,
     collate,
     encode,
+    epoch_order,
     first_error,
     label_metrics,
     line_loss,
     load_prm,
     outcome_label,
+    outcome_pairs,
+    rank_loss,
     read_records,
     rerank_metrics,
     response_score,
@@ -163,6 +166,39 @@ def test_the_end_of_response_token_is_trained_on_the_outcome_when_there_is_one()
         (1, 1, 1.0),
     ]
     assert [outcome_label(r) for r in labelled_records_of_each_kind()] == [1, -1, 0]
+
+
+def test_the_ranking_loss_pairs_opposite_outcomes_of_one_problem_only():
+    def ex(outcome: int, end: int | None = 3) -> Example:
+        return Example(ids=[5, 6, 7, 2], positions=[1], labels=[1], end=end, outcome=outcome)
+
+    examples = [ex(1), ex(-1), ex(-1), ex(1), ex(-1), ex(0), ex(-1, end=None)]
+    problems = ["a", "a", "a", "b", "c", "a", "a"]  # b and c have one side only
+    passing, failing = outcome_pairs(examples, problems)
+    assert sorted(zip(passing, failing, strict=True)) == [(0, 1), (0, 2)]
+    ends = torch.tensor([0.5, -0.5, 0.5, 0.0, 0.0, 0.0, 0.0])
+    # log(1 + e^-1) and log(1 + e^0), by hand
+    expected = (np.log1p(np.exp(-1.0)) + np.log(2.0)) / 2
+    assert rank_loss(ends, passing, failing).item() == pytest.approx(expected)
+    # differences only: shifting every score leaves the loss as it was
+    assert rank_loss(ends + 3, passing, failing).item() == pytest.approx(expected)
+
+
+def test_an_epoch_by_problem_keeps_each_problems_examples_together():
+    problems = ["a", "b", "a", "c", "b", "a", "c"]
+    order = epoch_order(problems, by_problem=True, rng=torch.Generator().manual_seed(0))
+    assert sorted(order) == list(range(7))
+    runs = [problems[i] for i in order]
+    changes = sum(x != y for x, y in itertools.pairwise(runs))
+    assert changes == 2  # three problems, each one contiguous run
+    flat = epoch_order(problems, by_problem=False, rng=torch.Generator().manual_seed(0))
+    assert sorted(flat) == list(range(7))
+
+
+def test_rank_weight_needs_outcome_labels():
+    with pytest.raises(ValueError, match="outcome_labels"):
+        PRMTrainConfig(outcome_labels=False, rank_weight=1.0)
+    assert PRMTrainConfig(outcome_labels=False, rank_weight=0.0).rank_weight == 0.0
 
 
 def labelled_records_of_each_kind() -> list[PRMRecord]:

@@ -317,6 +317,9 @@ def execute_run(run_id: int, task_id: str | None = None, worker_name: str | None
 
     if worker_name:
         heartbeat.set_current_run(worker_name, run_id)
+    import torch  # here, not at import: the dashboard and the CLI import this module too
+
+    torch.set_num_threads(settings.torch_threads())
     ctx = JobContext(run_id)
     status, error, result = RunStatus.succeeded, None, None
     with run_heartbeat(run_id, interval_s=settings.lease_s / 6):
