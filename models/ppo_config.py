@@ -50,6 +50,12 @@ class PPOConfig(BaseModel):
     )
     ppo_epochs: int = Field(default=2, ge=1, le=100, description="Passes over each batch.")
     minibatch_size: int = Field(default=16, ge=1, le=4096, description="Responses per update.")
+    minibatch_by_length: bool = Field(
+        default=True,
+        description="Group rollouts of similar length into each minibatch (random order of "
+        "minibatches, every rollout once per epoch), so little of the update is padding; off: "
+        "a random partition.",
+    )
     clip_range: float = Field(
         default=0.2, gt=0.0, le=1.0, description="Policy ratio clip ε (PPO's standard 0.2)."
     )

@@ -16,9 +16,11 @@ from models.ppo import (
     gae,
     make_critic,
     masked_whiten,
+    minibatches,
     pack,
     place_rewards,
     policy_logprobs,
+    rows,
     train_ppo,
 )
 from models.ppo_config import PPOConfig
@@ -224,3 +226,28 @@ def test_one_ppo_step_runs_and_kl_starts_at_zero(tiny_dirs, tmp_path, variant):
     assert [p.name for p in result.checkpoints] == ["step_000001", "step_000002"]
     assert (result.checkpoints[-1] / "critic" / "value_head.safetensors").is_file()
     assert "eval/pass@1_greedy" in result.final_eval
+
+
+def test_minibatches_cover_every_rollout_once_and_group_by_length():
+    torch.manual_seed(0)
+    lengths = torch.tensor([5, 40, 6, 41, 7, 42, 8, 43])
+    for by_length in (False, True):
+        batches = minibatches(lengths, 2, by_length)
+        assert sorted(torch.cat(batches).tolist()) == list(range(8))
+        assert [len(b) for b in batches] == [2, 2, 2, 2]
+    grouped = minibatches(lengths, 4, by_length=True)
+    assert sorted(sorted(lengths[b].tolist()) for b in grouped) == [[5, 6, 7, 8], [40, 41, 42, 43]]
+
+
+def test_a_minibatch_is_cut_to_its_own_lengths():
+    generations = [
+        Generation([1, 2], [3], [0.0], "a", "eos"),
+        Generation([1, 2, 3, 4], [5, 6, 7, 8, 9], [0.0] * 5, "b", "eos"),
+        Generation([1], [2, 3], [0.0] * 2, "c", "eos"),
+    ]
+    packed = pack(generations, pad_id=0)
+    assert packed.input_ids.shape == (3, 9)
+    mb = rows(packed, torch.tensor([0, 2]), torch.device("cpu"))
+    assert mb.input_ids.shape == (2, 3) and mb.response_ids.shape == (2, 2)
+    assert mb.input_ids.tolist() == [[1, 2, 3], [1, 2, 3]]
+    assert mb.response_mask.tolist() == [[1.0, 0.0], [1.0, 1.0]]
