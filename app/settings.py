@@ -94,8 +94,9 @@ class Settings(BaseSettings):
     job_threads: int = Field(
         default=0,
         ge=0,
-        description="Torch threads of each job. 0: the host's CPU cores divided by the jobs "
-        "a worker runs at once (at least 1), so that jobs side by side do not fight for cores.",
+        description="Torch threads of each job. 0: OMP_NUM_THREADS if set, else the host's CPU "
+        "cores divided by the jobs a worker runs at once (at least 1), so that jobs side by "
+        "side do not fight for cores.",
     )
     cancel_poll_s: float = Field(
         default=1.0,
@@ -165,8 +166,13 @@ class Settings(BaseSettings):
         return self
 
     def torch_threads(self) -> int:
-        """``job_threads``, or the CPU cores shared among the jobs a worker runs at once."""
-        return self.job_threads or max(1, (os.cpu_count() or 1) // self.worker_concurrency)
+        """``job_threads``; else ``OMP_NUM_THREADS`` when set (torch's own convention); else
+        the CPU cores shared among the jobs a worker runs at once."""
+        if self.job_threads:
+            return self.job_threads
+        if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+            return max(1, int(os.environ["OMP_NUM_THREADS"]))
+        return max(1, (os.cpu_count() or 1) // self.worker_concurrency)
 
     def ensure_dirs(self) -> None:
         """Create the data and artifact folders (idempotent)."""

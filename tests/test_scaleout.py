@@ -246,3 +246,14 @@ def test_two_workers_on_redis_share_a_queue_and_run_each_job_once(
     assert sorted(metric_rows) == sorted(run_ids * 2)
     # two workers on one host, each under its own name in the Workers view
     assert {f"{name}@{socket.gethostname()}" for name in names} <= registered
+
+
+def test_jobs_share_the_cpu_cores_among_the_jobs_a_worker_runs(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert Settings(worker_concurrency=1).torch_threads() == 8
+    assert Settings(worker_concurrency=2).torch_threads() == 4
+    assert Settings(worker_concurrency=16).torch_threads() == 1
+    assert Settings(worker_concurrency=2, job_threads=3).torch_threads() == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # torch's own convention wins over the share
+    assert Settings(worker_concurrency=1).torch_threads() == 1
