@@ -108,19 +108,21 @@ EMBEDDED: dict[str, dict[str, Any]] = {
         },
         "prm": {"steps": 10, "eval_every": 5, "rerank": {"n_problems": 4}},
     },
-    # sized so that one RL run is a few minutes on 2 CPU cores: 20 iterations of 32 rollouts,
-    # the pass-rate curve at 0/10/20 on all 500 held-out problems (greedy + one sample)
+    # sized so that the whole group fits 60 minutes on 2 CPU cores with two jobs at a time:
+    # one RL run is about 4 minutes, 60 iterations of 64 rollouts (bench/rl.py: about as many
+    # as dense+value-init needed to pull ahead of the SFT start at our learning rate), the
+    # pass-rate curve at 0/20/40/60 on all 500 held-out problems (greedy + one sample)
     "small": {
         "benchmark": {},
         "sft": {},
         "rl": {
-            "steps": 20,
-            "problems_per_step": 8,
+            "steps": 60,
+            "problems_per_step": 16,
             "samples_per_problem": 4,
             "minibatch_size": 16,
-            "eval_every": 10,
+            "eval_every": 20,
             "eval_problems": 500,
-            "checkpoint_every": 5,
+            "checkpoint_every": 15,
         },
         "prm_data": {"n_responses": 4, "k": 8, "max_problems": 200},
         "prm": {"rerank": {"n_problems": 64}},
