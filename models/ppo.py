@@ -4,8 +4,9 @@
 One step, top to bottom:
 
 1. **Rollouts.** ``problems_per_step`` training problems, ``samples_per_problem`` completions
-   each, sampled from the current policy.
-2. **Execution.** Every completion runs against its problem's unit tests in the sandbox.
+   each, sampled from the current policy, with the log-prob of every sampled token.
+2. **Execution.** Every completion runs against its problem's unit tests in the sandbox (in the
+   background, while the frozen models score the batch: the sandbox has processes of its own).
 3. **Rewards per token** of each response ``y`` (tokens ``a_0 … a_{n-1}``, lines ``1 … T``):
    - sparse: ``pass_reward`` or ``fail_reward`` on the last token;
    - dense (variants ``dense``, ``dense+value-init``): ``λ · R_φ(x, y_{≤m}) / T`` on the last
@@ -14,8 +15,9 @@ One step, top to bottom:
      nothing (the paper saw the policy game the PRM with comments otherwise);
    - KL: ``−β · (log π(a_t) − log π_ref(a_t))`` on every token, against the frozen SFT policy.
 4. **Advantages** by GAE over the response tokens, whitened over the batch.
-5. **Update.** ``ppo_epochs`` passes over shuffled minibatches: clipped policy loss, clipped
-   value loss, entropy bonus, gradient clipping; the critic has its own optimizer.
+5. **Update.** ``ppo_epochs`` passes over shuffled minibatches (of similar lengths, so that
+   little of the arithmetic is padding): clipped policy loss, clipped value loss, entropy bonus,
+   gradient clipping; the critic has its own optimizer.
 
 With ``processes`` > 1 (``models.distributed``) every process runs this loop on its share of
 each step's problems, and five things keep it the 1-process algorithm: advantages are whitened
