@@ -41,8 +41,8 @@ class ReproduceConfig(BaseModel):
     budget: Budget = Field(
         default="small",
         description="micro: a wiring check in minutes (tiny sizes). small: the laptop-sized "
-        "reproduction (≤ 60 min on 2 CPU cores with 3 seeds). full: longer runs, more "
-        "problems, tighter error bars.",
+        "reproduction (3 seeds: 40 min on 2 CPU cores running two jobs at a time). full: longer "
+        "runs, more problems, tighter error bars.",
     )
     seeds: int = Field(default=3, ge=1, le=20, description="Seeds per PPO variant.")
     policy: str | None = Field(
