@@ -22,7 +22,8 @@ Training, top to bottom (``train_prm``):
 
 With ``processes`` > 1 (``models.distributed``) each process takes a share of every step's
 batch and DDP averages the gradients; the loss is divided by the step's supervised lines on all
-processes, so N processes take exactly the 1-process step. Rank 0 alone validates, logs and
+processes, so N processes take exactly the 1-process step (of the pointwise loss: the ranking
+loss pairs responses within each process's share). Rank 0 alone validates, logs and
 saves, and its early-stopping state is broadcast so that every process stops at the same step.
 
 ``rerank_eval`` adds the paper's best-of-K reranking on a pool of sampled responses with test

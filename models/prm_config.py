@@ -47,13 +47,14 @@ class PRMTrainConfig(BaseModel):
         default=1.0,
         ge=0.0,
         le=100.0,
-        description="Weight of a within-problem ranking loss on the end score: for every "
-        "passing and failing response to the same problem in a batch, log(1 + exp(−(s_pass − "
-        "s_fail))) (Bradley–Terry). Line and outcome labels alone let a small PRM score a "
-        "response by how typical its lines look — what the policy writes most often, mistakes "
-        "included — and best-of-K then picks the policy's favourite mistakes; the pairs make it "
-        "compare answers to one prompt, which is what reranking asks. Batches then hold whole "
-        "problems. Needs outcome_labels. 0: off (the paper's pointwise loss only; ours).",
+        description="Weight of a within-problem ranking loss on the end score (ours): for "
+        "every passing and failing response to the same problem in a batch, log(1 + "
+        "exp(−(s_pass − s_fail))) (Bradley–Terry). Pointwise labels let a small PRM score a "
+        "response by its problem and length rather than by what it says; the pairs ask it to "
+        "tell apart answers to one prompt, which is what best-of-K reranking needs. Batches "
+        "then hold whole problems; with processes > 1 the pairs are those within each "
+        "process's share (the pointwise loss alone is exactly the 1-process one). Needs "
+        "outcome_labels. 0: off, the paper's pointwise loss.",
     )
     skip_neutral: bool = Field(
         default=True,

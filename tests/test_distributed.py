@@ -88,6 +88,7 @@ def test_prm_training_in_two_processes_follows_the_one_process_loss_curve(policy
         checkpoint_every=0,
         val_fraction=0.2,
         device="cpu",
+        rank_weight=0.0,  # exact for the pointwise loss; ranking pairs stay within a share
     )
     alone, together = MemoryReporter(), MemoryReporter()
     one = train_prm(cfg, records, alone, tmp_path / "one")
