@@ -165,7 +165,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             "worker",
             f"--loglevel={args.loglevel}",
             f"--queues={args.queues}",
-            f"--concurrency={get_settings().worker_concurrency}",
+            f"--concurrency={get_settings().concurrency()}",
             f"--hostname={args.name}",
             "--pool=prefork",
             # Gossip/mingle/heartbeat need broadcast, which the SQLite transport lacks; workers

@@ -86,10 +86,11 @@ class Settings(BaseSettings):
         default=100, ge=1, le=10_000, description="Largest dataset upload the dashboard takes."
     )
     worker_concurrency: int = Field(
-        default=1,
-        ge=1,
-        description="Jobs one worker process runs at once (one per GPU; on a CPU host up to "
-        "one per core: the tiny model's jobs each use one core best).",
+        default=0,
+        ge=0,
+        description="Jobs one worker process runs at once. 0: one on a GPU host (one GPU per "
+        "worker; give multi-GPU hosts one worker per GPU), else one per CPU core, as the tiny "
+        "model's jobs use one core best.",
     )
     job_threads: int = Field(
         default=0,
@@ -165,6 +166,16 @@ class Settings(BaseSettings):
             self.artifacts_dir = self.data_dir / "artifacts"
         return self
 
+    def concurrency(self) -> int:
+        """``worker_concurrency``, or for 0 one job on a GPU host, one per core on a CPU one.
+        GPUs are seen by their device files, not through torch: a worker must not initialise
+        CUDA before it forks its pool."""
+        if self.worker_concurrency:
+            return self.worker_concurrency
+        if any(Path(device).exists() for device in GPU_DEVICE_FILES):
+            return 1
+        return os.cpu_count() or 1
+
     def torch_threads(self) -> int:
         """``job_threads``; else ``OMP_NUM_THREADS`` when set (torch's own convention); else
         the CPU cores shared among the jobs a worker runs at once."""
@@ -172,13 +183,16 @@ class Settings(BaseSettings):
             return self.job_threads
         if os.environ.get("OMP_NUM_THREADS", "").isdigit():
             return max(1, int(os.environ["OMP_NUM_THREADS"]))
-        return max(1, (os.cpu_count() or 1) // self.worker_concurrency)
+        return max(1, (os.cpu_count() or 1) // self.concurrency())
 
     def ensure_dirs(self) -> None:
         """Create the data and artifact folders (idempotent)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         assert self.artifacts_dir is not None
         self.artifacts_dir.mkdir(parents=True, exist_ok=True)
+
+
+GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/kfd")  # NVIDIA's driver, AMD's ROCm
 
 
 @lru_cache(maxsize=1)

@@ -50,6 +50,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# Test workers run one job at a time, whatever the host's cores (the product's default is one
+# per core): tests that watch a queue drain assume that order.
+os.environ.setdefault("PRM_STUDIO_WORKER_CONCURRENCY", "1")
+
+
 def reset_app_state() -> None:
     """Forget cached settings and engine after the environment changed."""
     from app.db import reset_engine

@@ -16,6 +16,7 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import select
 
+from app import settings as settings_module
 from app.cli import stop_process_group
 from app.db import migrate, read_session
 from app.orm import Artifact, Metric, Run, RunStatus, Worker
@@ -251,6 +252,11 @@ def test_two_workers_on_redis_share_a_queue_and_run_each_job_once(
 def test_jobs_share_the_cpu_cores_among_the_jobs_a_worker_runs(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(settings_module, "GPU_DEVICE_FILES", ())
+    assert Settings(worker_concurrency=0).concurrency() == 8  # a CPU host: one job per core
+    assert Settings(worker_concurrency=0).torch_threads() == 1
+    monkeypatch.setattr(settings_module, "GPU_DEVICE_FILES", ("/",))  # a device file exists
+    assert Settings(worker_concurrency=0).concurrency() == 1  # a GPU host: one job per worker
     assert Settings(worker_concurrency=1).torch_threads() == 8
     assert Settings(worker_concurrency=2).torch_threads() == 4
     assert Settings(worker_concurrency=16).torch_threads() == 1
