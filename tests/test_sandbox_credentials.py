@@ -74,8 +74,14 @@ def test_sandboxed_programs_of_a_job_never_see_the_workers_credentials(
     )
 
     worker = start_worker()  # inherits the secrets
-    held = Path(f"/proc/{worker.pid}/environ").read_bytes().decode()
-    assert all(value in held for value in secrets.values())
+
+    def worker_holds_the_secrets() -> bool:
+        # /proc/PID/environ is the environment the process image started with: until the
+        # child has exec'd the worker it still shows pytest's own, so poll
+        held = Path(f"/proc/{worker.pid}/environ").read_bytes().decode()
+        return all(value in held for value in secrets.values())
+
+    wait_for(worker_holds_the_secrets, 30, "the worker to start with the secrets in its env")
     config = {
         "policy": tiny_policy,
         "data": {"problem_set": "probe"},
