@@ -682,10 +682,11 @@ def validation_loss(
     outputs = torch.tensor([o for o, _ in kept])
     labels = torch.tensor([float(y) for _, y in kept])
     loss = pointwise_loss(outputs, labels, cfg.loss).item()
-    passing, failing = outcome_pairs(examples, problems)
-    if cfg.rank_weight > 0 and passing:
-        end_outputs = torch.tensor([0.0 if e is None else e for e in ends])
-        loss += cfg.rank_weight * rank_loss(end_outputs, passing, failing).item()
+    if cfg.rank_weight > 0:
+        passing, failing = outcome_pairs(examples, problems)
+        if passing:
+            end_outputs = torch.tensor([0.0 if e is None else e for e in ends])
+            loss += cfg.rank_weight * rank_loss(end_outputs, passing, failing).item()
     return loss, raw, ends
 
 
@@ -876,10 +877,11 @@ def train_prm(
         # over processes, so each divides its sum by (all lines / processes).
         lines = all_reduce_sum(torch.tensor(float(len(batch.labels)), device=device))
         loss = line_loss(values, batch, cfg.loss, reduction="sum") * world() / lines
-        passing, failing = outcome_pairs(examples, [train_problems[i] for i in mine])
-        if cfg.rank_weight > 0 and passing:  # pairs within this process's share of the batch
-            ends = values[torch.arange(len(examples)), [e.end or 0 for e in examples]]
-            loss = loss + cfg.rank_weight * rank_loss(ends, passing, failing)
+        if cfg.rank_weight > 0:  # pairs within this process's share of the batch
+            passing, failing = outcome_pairs(examples, [train_problems[i] for i in mine])
+            if passing:
+                ends = values[torch.arange(len(examples)), [e.end or 0 for e in examples]]
+                loss = loss + cfg.rank_weight * rank_loss(ends, passing, failing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
