@@ -382,8 +382,8 @@ def roc_figure(
 
 
 def rerank_figure(table: Mapping[str, Mapping[str, float]]) -> go.Figure:
-    """Best-of-K pass rate against K: the PRM's pick (per aggregate), a random pick, and the
-    oracle (any of the K passes)."""
+    """Best-of-K pass rate against K: the PRM's pick (per aggregate), a random pick, the
+    policy's likeliest response, and the oracle (any of the K passes)."""
     if not table:
         return empty_figure("no reranking data")
     ks = sorted(table, key=int)
@@ -398,7 +398,7 @@ def rerank_figure(table: Mapping[str, Mapping[str, float]]) -> go.Figure:
                 name=name,
                 line={
                     "color": PALETTE[index % len(PALETTE)],
-                    "dash": "dot" if name in ("random", "oracle") else "solid",
+                    "dash": "dot" if name in ("random", "oracle", "policy_logprob") else "solid",
                 },
             )
         )

@@ -43,7 +43,15 @@ MONITORS = {
     "rollout/comment_line_fraction": "comment-line fraction",
 }
 RERANK = re.compile(r"^prm/rerank@(\d+)/(\w+)$")
-RERANK_COLUMNS = ("random", "prm_min", "prm_last", "prm_mean", "prm_end", "oracle")
+RERANK_COLUMNS = (
+    "random",
+    "policy_logprob",
+    "prm_min",
+    "prm_last",
+    "prm_mean",
+    "prm_end",
+    "oracle",
+)
 PRM_HEADLINE = ("prm/auc", "prm/first_error_exact", "prm/first_error_within1", "prm/accuracy")
 LABELS = (1, 0, -1)
 # the metric names the report reads: held-out pass rates, rollout monitors, PRM and labeling
@@ -428,9 +436,14 @@ def best_of_k_line(report: Report) -> list[str]:
         return []
     k, row = next(reversed(report.best_of_k.items()))
     prm = max((row[c] for c in RERANK_COLUMNS if c.startswith("prm_") and c in row), default=None)
+    policy = (
+        f", {pct(row['policy_logprob'])} % by the policy's own mean log-probability"
+        if "policy_logprob" in row
+        else ""
+    )
     return [
         f"Best-of-{k} with the PRM (its best aggregate): {pct(prm)} % against "
-        f"{pct(row.get('random'))} % for a random pick of the same pool (oracle "
+        f"{pct(row.get('random'))} % for a random pick of the same pool{policy} (oracle "
         f"{pct(row.get('oracle'))} %); details under PRM quality.",
         "",
     ]
@@ -506,8 +519,9 @@ def prm_lines(report: Report) -> list[str]:
     if report.best_of_k:
         lines += [
             "Best-of-K reranking by the PRM, on responses sampled from the prm-train run's "
-            "policy (the SFT model in `reproduce`); random: one response at random, oracle: "
-            "pass@K:",
+            "policy (the SFT model in `reproduce`); random: one response at random, "
+            "policy_logprob: the response the policy itself finds likeliest (mean log-probability "
+            "per token, the baseline a PRM has to beat), oracle: pass@K:",
             "",
         ]
         rows = [

@@ -58,6 +58,10 @@ class SampleRecord:
     detail: str
     n_tokens: int
     finish_reason: str
+    # the sampling policy's mean log-probability per completion token (EOS included, at
+    # temperature 1): the policy's own confidence, the reranker a PRM has to beat; None for an
+    # empty completion
+    mean_logprob: float | None = None
 
 
 @dataclass
@@ -213,6 +217,7 @@ def _run_chunk(
             **verdict_fields(result),
             n_tokens=len(gen.token_ids),
             finish_reason=gen.finish_reason,
+            mean_logprob=float(np.mean(gen.logprobs)) if gen.logprobs else None,
         )
         for (mode, i, s), gen, request, result in zip(
             chunk, generations, requests, results, strict=True

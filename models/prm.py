@@ -47,6 +47,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -547,12 +548,21 @@ class PooledResponse:
     end_score: float | None = None
 
 
+def policy_confidence(response: PooledResponse) -> float:
+    """The sampling policy's mean log-probability per token of the response; an empty
+    completion (no token kept) ranks below every other."""
+    mean_logprob = response.record.mean_logprob
+    return -math.inf if mean_logprob is None else mean_logprob
+
+
 def rerank_metrics(
     pool: Sequence[PooledResponse], ks: Sequence[int]
 ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     """Best-of-K by the PRM (each aggregate) vs a random pick vs the oracle, averaged over
     problems, for each K no larger than the smallest per-problem pool; and the correlation
-    between the response score and passing."""
+    between the response score and passing. When every response carries the policy's mean
+    token log-probability, ``policy_logprob`` reranks by it: the baseline that needs no PRM
+    (a PRM that does not beat it adds nothing the sampling policy did not already know)."""
     by_problem: dict[int, list[PooledResponse]] = defaultdict(list)
     for response in pool:
         by_problem[response.problem_index].append(response)
@@ -560,19 +570,26 @@ def rerank_metrics(
     def agg(r: PooledResponse, how: Aggregate) -> float:
         return response_score(r.line_scores, r.neutral, how, r.end_score)
 
+    rankers: dict[str, Callable[[PooledResponse], float]] = {
+        f"prm_{how}": partial(agg, how=how) for how in AGGREGATES
+    }
+    records = [r.record for r in pool]
+    if all(records) and any(record.mean_logprob is not None for record in records):
+        rankers["policy_logprob"] = policy_confidence
+
     n = min(len(group) for group in by_problem.values())
     table: dict[str, dict[str, float]] = {}
     for k in (k for k in ks if k <= n):
         row = {
-            f"prm_{how}": float(
+            name: float(
                 np.mean(
                     [
-                        best_of_k([agg(r, how) for r in g], [r.passed for r in g], k)
+                        best_of_k([rank(r) for r in g], [r.passed for r in g], k)
                         for g in by_problem.values()
                     ]
                 )
             )
-            for how in AGGREGATES
+            for name, rank in rankers.items()
         }
         row["random"] = float(
             np.mean([np.mean([r.passed for r in g]) for g in by_problem.values()])
@@ -585,9 +602,10 @@ def rerank_metrics(
         f"prm/rerank@{k}/{name}": value for k, row in table.items() for name, value in row.items()
     }
     passed = [float(r.passed) for r in pool]
-    for how in AGGREGATES:
-        metrics[f"prm/corr_{how}"] = pearson([agg(r, how) for r in pool], passed)
-        groups = [([agg(r, how) for r in g], [r.passed for r in g]) for g in by_problem.values()]
+    for name, rank in rankers.items():
+        how = name.removeprefix("prm_")
+        metrics[f"prm/corr_{how}"] = pearson([rank(r) for r in pool], passed)
+        groups = [([rank(r) for r in g], [r.passed for r in g]) for g in by_problem.values()]
         metrics[f"prm/pairwise_{how}"] = within_problem_auc(groups)
     metrics["prm/pool_pass_rate"] = float(np.mean(passed))
     return metrics, table

@@ -122,6 +122,10 @@ def test_evaluate_runs_every_completion_and_reports_progress():
     assert len(result.records) == len(seen) == 5 * (1 + 3)
     assert {r.mode for r in result.records} == {"greedy", "sampled"}
     assert all(r.program == problems[r.problem_index].prompt + r.completion for r in result.records)
+    # the policy's own confidence in each completion, for reranking baselines
+    confidences = [r.mean_logprob for r in result.records if r.n_tokens]
+    assert confidences and all(c is not None and c <= 0 for c in confidences)
+    assert all(r.mean_logprob is None for r in result.records if not r.n_tokens)
     assert seen[0]["tests"] == problems[0].tests and seen[0]["entry_point"] == "f0"
     assert result.metrics == score(result.records, problems, [1, 2])[0]
     assert set(result.by_difficulty) == {2, 3}

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from models.benchmark import INDENT, BenchmarkConfig, generate, problem_steps, render_line
-from models.evaluation import pass_at_k
+from models.evaluation import SampleRecord, pass_at_k
 from models.lines import encode_with_offsets, split_lines
 from models.policy import build_tiny_policy, save_policy
 from models.policy_config import TinyModelConfig
@@ -345,6 +345,50 @@ def test_rerank_table_and_response_scores():
     assert metrics["prm/pairwise_min"] == pytest.approx(3 / 4)
     assert metrics["prm/pairwise_end"] == pytest.approx(1 / 2)  # all tied
     assert -1 <= metrics["prm/corr_min"] <= 1 and metrics["prm/pool_pass_rate"] == 1 / 3
+
+
+def test_rerank_by_the_policys_own_likelihood_is_the_baseline_row():
+    def response(problem, passed, prm_score, mean_logprob):
+        record = SampleRecord(
+            task_id=f"t{problem}",
+            problem_index=problem,
+            difficulty=None,
+            mode="sampled",
+            sample_index=0,
+            completion="    return x\n",
+            program="",
+            verdict="passed" if passed else "failed",
+            passed=passed,
+            tests_passed=int(passed),
+            tests_total=1,
+            error_line=None,
+            detail="",
+            n_tokens=4,
+            finish_reason="eos",
+            mean_logprob=mean_logprob,
+        )
+        return PooledResponse(problem, passed, [prm_score], [False], record)
+
+    # the PRM prefers the failing responses, the policy the passing ones
+    pool = [
+        response(0, True, 0.1, -0.2),
+        response(0, False, 0.9, -1.5),
+        response(1, False, 0.8, -0.1),
+        response(1, True, 0.2, -0.9),
+    ]
+    metrics, table = rerank_metrics(pool, ks=[2])
+    assert table["2"]["prm_min"] == 0.0
+    # problem 0: the policy picks the passing response (1); problem 1: the failing one (0)
+    assert table["2"]["policy_logprob"] == pytest.approx(0.5)
+    assert metrics["prm/rerank@2/policy_logprob"] == pytest.approx(0.5)
+    assert metrics["prm/pairwise_policy_logprob"] == pytest.approx(0.5)
+    assert metrics["prm/pairwise_min"] == 0.0
+    # an empty completion (no log-probability) is the policy's last choice
+    _, table = rerank_metrics([*pool[:3], response(1, True, 0.2, None)], ks=[2])
+    assert table["2"]["policy_logprob"] == pytest.approx(0.5)
+    # a pool of records without the policy's log-probabilities has no such row
+    bare = [PooledResponse(r.problem_index, r.passed, r.line_scores, r.neutral, None) for r in pool]
+    assert "policy_logprob" not in rerank_metrics(bare, ks=[2])[1]["2"]
 
 
 def test_first_error_calibration_and_label_metrics():

@@ -39,6 +39,7 @@ PRM = {
     "prm/first_error_within1": 0.6,
     "prm/rerank@4/random": 0.3,
     "prm/rerank@4/prm_min": 0.42,
+    "prm/rerank@4/policy_logprob": 0.38,
     "prm/rerank@4/oracle": 0.6,
 }
 
@@ -146,7 +147,9 @@ def test_curves_monitors_prm_and_labeling_come_from_the_stored_metrics(group):
     assert report.by_difficulty["DenseReward"][3] == pytest.approx((0.4, 0.1414213), rel=1e-5)
     lines = report.monitors["rollout/response_lines"]["Baseline"]
     assert [(p.step, p.mean) for p in lines] == [(1, 4.1), (20, 6.0)]
-    assert report.best_of_k == {4: {"random": 0.3, "prm_min": 0.42, "oracle": 0.6}}
+    assert report.best_of_k == {
+        4: {"random": 0.3, "prm_min": 0.42, "policy_logprob": 0.38, "oracle": 0.6}
+    }
     assert report.prm_quality["prm/auc"] == 0.81
     assert "prm/rerank@4/random" not in report.prm_quality
     assert report.labeling == LABELING
@@ -154,8 +157,11 @@ def test_curves_monitors_prm_and_labeling_come_from_the_stored_metrics(group):
     markdown = rep.to_markdown(report)
     assert "Binary search sampled **12.0** completions per failing response" in markdown
     assert "auc **0.810**, first_error_exact **0.400**" in markdown
-    assert "| 4 | 30.0 | 42.0 | – | – | – | 60.0 |" in markdown
-    assert "Best-of-4 with the PRM (its best aggregate): 42.0 % against 30.0 %" in markdown
+    assert "| 4 | 30.0 | 38.0 | 42.0 | – | – | – | 60.0 |" in markdown
+    assert (
+        "Best-of-4 with the PRM (its best aggregate): 42.0 % against 30.0 % for a random pick "
+        "of the same pool, 38.0 % by the policy's own mean log-probability (oracle 60.0 %)"
+    ) in markdown
     assert "| 3 | 20.0 ± 14.1 | 40.0 ± 14.1 | 20.0 ± 0.0 |" in markdown  # the long horizon
     assert "| lines per response | Baseline | 4.1 | 6 |" in markdown
     assert "| +1 | 1 | 0 | 1 |" in markdown  # the audit: one line right, one wrongly positive
