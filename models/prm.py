@@ -830,10 +830,12 @@ def train_prm(
             for r in rs
         ]
 
+    # a record trains if a line or its end has a label: a failing response of comments only
+    # still teaches the end score that comments do not make a program pass
     kept = [
         (e, r.task_id)
         for e, r in zip(examples_of(train_records), train_records, strict=True)
-        if supervised_lines([e], cfg.skip_neutral)
+        if supervised_lines([e], cfg.skip_neutral) or e.outcome
     ]
     train, train_problems = [e for e, _ in kept], [task for _, task in kept]
     val, val_problems = examples_of(val_records), [r.task_id for r in val_records]

@@ -465,6 +465,28 @@ def test_a_tiny_prm_beats_a_constant_predictor(
     assert reporter.series("prm/auc") == [(result.best_step, result.metrics["prm/auc"])]
 
 
+def test_a_failing_response_of_comments_only_trains_the_end_score(
+    benchmark_records, tiny_policy, tmp_path
+):
+    cfg = PRMTrainConfig(init_from=tiny_policy, steps=1, eval_every=1, device="cpu")
+    train, _ = split_by_problem(benchmark_records, cfg.val_fraction, cfg.seed)
+    comments = PRMRecord(
+        prompt=train[0].prompt,
+        completions=["    # sorted, as asked", "    # done"],
+        labels=[0, 0],  # neutral: no line to judge
+        m_star=0,
+        passed=False,
+        task_id=train[0].task_id,
+    )
+    kept = train_prm(cfg, benchmark_records, MemoryReporter(), tmp_path / "a").counts
+    with_comments = [*benchmark_records, comments]
+    counts = train_prm(cfg, with_comments, MemoryReporter(), tmp_path / "b").counts
+    assert counts["n_train_records"] == kept["n_train_records"] + 1
+    no_outcome = cfg.model_copy(update={"outcome_labels": False, "rank_weight": 0.0})
+    counts = train_prm(no_outcome, with_comments, MemoryReporter(), tmp_path / "c").counts
+    assert counts["n_train_records"] == kept["n_train_records"]  # nothing left to learn from
+
+
 def test_train_prm_needs_an_initial_policy(benchmark_records, tmp_path):
     with pytest.raises(ValueError, match="init_from"):
         train_prm(PRMTrainConfig(), benchmark_records, MemoryReporter(), tmp_path)
