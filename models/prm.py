@@ -560,9 +560,10 @@ def rerank_metrics(
 ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     """Best-of-K by the PRM (each aggregate) vs a random pick vs the oracle, averaged over
     problems, for each K no larger than the smallest per-problem pool; and the correlation
-    between the response score and passing. When every response carries the policy's mean
-    token log-probability, ``policy_logprob`` reranks by it: the baseline that needs no PRM
-    (a PRM that does not beat it adds nothing the sampling policy did not already know)."""
+    between the response score and passing. When the responses carry their sampling records
+    with the policy's mean token log-probability, ``policy_logprob`` reranks by it: the
+    baseline that needs no PRM (a PRM that does not beat it adds nothing the sampling policy
+    did not already know)."""
     by_problem: dict[int, list[PooledResponse]] = defaultdict(list)
     for response in pool:
         by_problem[response.problem_index].append(response)
@@ -604,7 +605,9 @@ def rerank_metrics(
     passed = [float(r.passed) for r in pool]
     for name, rank in rankers.items():
         how = name.removeprefix("prm_")
-        metrics[f"prm/corr_{how}"] = pearson([rank(r) for r in pool], passed)
+        scored = [(rank(r), float(r.passed)) for r in pool]
+        scored = [(s, y) for s, y in scored if math.isfinite(s)]  # empty completions: −inf
+        metrics[f"prm/corr_{how}"] = pearson([s for s, _ in scored], [y for _, y in scored])
         groups = [([rank(r) for r in g], [r.passed for r in g]) for g in by_problem.values()]
         metrics[f"prm/pairwise_{how}"] = within_problem_auc(groups)
     metrics["prm/pool_pass_rate"] = float(np.mean(passed))

@@ -383,9 +383,11 @@ def test_rerank_by_the_policys_own_likelihood_is_the_baseline_row():
     assert metrics["prm/rerank@2/policy_logprob"] == pytest.approx(0.5)
     assert metrics["prm/pairwise_policy_logprob"] == pytest.approx(0.5)
     assert metrics["prm/pairwise_min"] == 0.0
-    # an empty completion (no log-probability) is the policy's last choice
-    _, table = rerank_metrics([*pool[:3], response(1, True, 0.2, None)], ks=[2])
+    # an empty completion (no log-probability) is the policy's last choice, and left out of
+    # the correlation rather than turning it into NaN
+    metrics, table = rerank_metrics([*pool[:3], response(1, True, 0.2, None)], ks=[2])
     assert table["2"]["policy_logprob"] == pytest.approx(0.5)
+    assert -1 <= metrics["prm/corr_policy_logprob"] <= 1
     # a pool of records without the policy's log-probabilities has no such row
     bare = [PooledResponse(r.problem_index, r.passed, r.line_scores, r.neutral, None) for r in pool]
     assert "policy_logprob" not in rerank_metrics(bare, ks=[2])[1]["2"]
