@@ -9,13 +9,14 @@ import json
 import random
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
 from models.benchmark import INDENT, BenchmarkConfig, generate, problem_steps, render_line
-from models.evaluation import SampleRecord, pass_at_k
+from models.evaluation import pass_at_k
 from models.lines import encode_with_offsets, split_lines
 from models.policy import build_tiny_policy, save_policy
 from models.policy_config import TinyModelConfig
@@ -52,6 +53,7 @@ from models.problems import Problem
 from models.reporting import MemoryReporter
 from models.tokenizer import train_tokenizer
 from models.value_model import ValueModel
+from tests.test_evaluation import record as sample_record
 
 TINY = TinyModelConfig(n_layer=2, n_embd=64, n_head=2, vocab_size=320)
 
@@ -349,25 +351,10 @@ def test_rerank_table_and_response_scores():
 
 def test_rerank_by_the_policys_own_likelihood_is_the_baseline_row():
     def response(problem, passed, prm_score, mean_logprob):
-        record = SampleRecord(
-            task_id=f"t{problem}",
-            problem_index=problem,
-            difficulty=None,
-            mode="sampled",
-            sample_index=0,
-            completion="    return x\n",
-            program="",
-            verdict="passed" if passed else "failed",
-            passed=passed,
-            tests_passed=int(passed),
-            tests_total=1,
-            error_line=None,
-            detail="",
-            n_tokens=4,
-            finish_reason="eos",
-            mean_logprob=mean_logprob,
+        sampled = replace(
+            sample_record(problem, 0, "sampled", 0, passed), mean_logprob=mean_logprob
         )
-        return PooledResponse(problem, passed, [prm_score], [False], record)
+        return PooledResponse(problem, passed, [prm_score], [False], sampled)
 
     # the PRM prefers the failing responses, the policy the passing ones
     pool = [
