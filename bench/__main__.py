@@ -7,7 +7,7 @@
 Every ``bench/*.py`` script (but this one) is a benchmark: it runs as its own process
 (``python -m bench.NAME``, its defaults), its output streamed here prefixed with its name and
 the seconds elapsed, and its last line of output is one JSON object of figures (DESIGN §6).
-BENCHMARKS.md gets the machine, the date and, per benchmark, what it compares (the first
+BENCHMARKS.md gets, per benchmark, the machine it ran on, the date, what it compares (the first
 paragraph of its docstring) and its figures, ratios first. The results also sit in the file as
 one JSON comment, so that a later ``--only`` run replaces just the benchmarks it runs. The exit
 status is 1 when a benchmark failed (its section says how), 2 for an unknown ``--only`` name.
@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -50,6 +51,7 @@ class BenchResult:
     returncode: int
     figures: dict[str, Any] | None  # the last line's JSON object; None if there was none
     tail: list[str] = field(default_factory=list)  # the last lines of output, on failure
+    machine: dict[str, str] = field(default_factory=dict)  # what it ran on (``machine()``)
 
     @property
     def ok(self) -> bool:
@@ -83,7 +85,7 @@ def last_json(lines: Sequence[str]) -> dict[str, Any] | None:
 # ============================================================================ running
 
 
-def run_bench(folder: Path, name: str, log: TextIO) -> BenchResult:
+def run_bench(folder: Path, name: str, log: TextIO, facts: dict[str, str]) -> BenchResult:
     """Run ``folder/name.py`` as ``python -m <folder>.<name>`` from the folder's parent,
     streaming its stdout (its stderr goes straight through)."""
     started = time.monotonic()
@@ -123,7 +125,19 @@ def run_bench(folder: Path, name: str, log: TextIO) -> BenchResult:
         returncode=returncode,
         figures=figures,
         tail=[] if returncode == 0 and figures is not None else lines[-TAIL_LINES:],
+        machine=facts,
     )
+
+
+def gpus() -> str:
+    """The GPUs ``nvidia-smi`` lists (without initialising CUDA here), or "none"."""
+    if shutil.which("nvidia-smi") is None:
+        return "none"
+    listing = subprocess.run(
+        ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True
+    )
+    names = [line.strip() for line in listing.stdout.splitlines() if line.strip()]
+    return ", ".join(names) if listing.returncode == 0 and names else "none"
 
 
 def machine() -> dict[str, str]:
@@ -141,6 +155,7 @@ def machine() -> dict[str, str]:
         "CPU": cpu,
         "cores": f"{os.cpu_count()} logical, {psutil.cpu_count(logical=False)} physical",
         "RAM": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
+        "GPU": gpus(),
         "OS": platform.platform(),
         "Python": platform.python_version(),
         "torch": importlib.metadata.version("torch"),
@@ -177,10 +192,24 @@ def ratios(figures: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in flatten(figures).items() if RATIO.search(k.rsplit(".", 1)[-1])}
 
 
-def section(result: BenchResult) -> list[str]:
+def machine_labels(results: Sequence[BenchResult]) -> dict[str, str]:
+    """A letter per distinct machine (A, B, …, in order of first use), keyed by its facts;
+    the load average is left out (it is not the machine)."""
+    labels: dict[str, str] = {}
+    for result in results:
+        labels.setdefault(machine_key(result.machine), chr(ord("A") + len(labels)))
+    return labels
+
+
+def machine_key(facts: dict[str, str]) -> str:
+    return json.dumps({k: v for k, v in facts.items() if not k.startswith("load")}, sort_keys=True)
+
+
+def section(result: BenchResult, label: str) -> list[str]:
     lines = [f"## {result.name}", "", result.compares, ""]
     lines.append(
-        f"`python -m bench.{result.name}` on {result.date}, {result.seconds / 60:.1f} min."
+        f"`python -m bench.{result.name}` on {result.date}, {result.seconds / 60:.1f} min, "
+        f"on machine {label}."
     )
     lines.append("")
     if not result.ok:
@@ -195,7 +224,7 @@ def section(result: BenchResult) -> list[str]:
     return [*lines, ""]
 
 
-def summary_row(result: BenchResult) -> str:
+def summary_row(result: BenchResult, label: str) -> str:
     if not result.ok:
         status = "failed"
     elif "skipped" in (result.figures or {}):
@@ -203,33 +232,37 @@ def summary_row(result: BenchResult) -> str:
     else:
         status = "ok"
     found = ", ".join(f"{k} {show(v)}" for k, v in ratios(result.figures or {}).items())
-    return f"| {result.name} | {status} | {result.seconds / 60:.1f} | {found or '–'} |"
+    return f"| {result.name} | {label} | {status} | {result.seconds / 60:.1f} | {found or '–'} |"
 
 
-def render(results: Iterable[BenchResult], facts: dict[str, str], date: str) -> str:
+def render(results: Iterable[BenchResult], date: str) -> str:
     results = sorted(results, key=lambda r: r.name)
+    labels = machine_labels(results)
+    machines = {labels[machine_key(r.machine)]: r.machine for r in results}
+    keys = list(dict.fromkeys(k for facts in machines.values() for k in facts))
     lines = [
         "# Benchmarks",
         "",
         f"Written by `python -m bench` on {date}. Each benchmark measures the product against "
         "a baseline in the same run (DESIGN §6): ratios hold on a noisy shared machine, "
-        "absolute times do not.",
+        "absolute times do not. A benchmark that needs a GPU is run on a GPU host with "
+        "`python -m bench --only NAME`, which keeps the other results and their machines.",
         "",
-        "## Machine",
+        "## Machines",
         "",
-        "| | |",
-        "|---|---|",
-        *(f"| {key} | {value} |" for key, value in facts.items()),
+        f"| | {' | '.join(machines)} |",
+        f"|---|{'---|' * len(machines)}",
+        *(f"| {k} | {' | '.join(f.get(k, '–') for f in machines.values())} |" for k in keys),
         "",
         "## Summary",
         "",
-        "| benchmark | status | minutes | ratios |",
-        "|---|---|---|---|",
-        *(summary_row(r) for r in results),
+        "| benchmark | machine | status | minutes | ratios |",
+        "|---|---|---|---|---|",
+        *(summary_row(r, labels[machine_key(r.machine)]) for r in results),
         "",
     ]
     for result in results:
-        lines += section(result)
+        lines += section(result, labels[machine_key(result.machine)])
     stored = json.dumps([asdict(r) for r in results], sort_keys=True)
     return "\n".join([*lines, f"{RESULTS_MARK}{stored} -->", ""])
 
@@ -270,12 +303,12 @@ def main(argv: Sequence[str] | None = None, folder: Path = BENCH_DIR) -> int:
     results = previous_results(args.out) if args.only else {}
     for index, name in enumerate(args.names, start=1):
         print(f"== [{index}/{len(args.names)}] {name}", file=sys.stderr, flush=True)
-        result = run_bench(folder, name, sys.stderr)
+        result = run_bench(folder, name, sys.stderr, facts)
         results[name] = result
         verdict = "ok" if result.ok else "FAILED"
         print(f"== {name}: {verdict} in {result.seconds:.0f}s", file=sys.stderr, flush=True)
     date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    args.out.write_text(render(results.values(), facts, date), encoding="utf-8")
+    args.out.write_text(render(results.values(), date), encoding="utf-8")
     print(f"wrote {args.out}", file=sys.stderr)
     return 0 if all(results[name].ok for name in args.names) else 1
 

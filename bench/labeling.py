@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.models import PrintingReporter
 from models.benchmark import BenchmarkConfig, generate
 from models.labeling import (
     LabeledResponse,
@@ -43,6 +42,7 @@ from models.labeling import (
 from models.lines import split_lines
 from models.policy import load_policy
 from models.policy_config import SFTConfig
+from models.reporting import PrintingReporter
 from models.sampling import HFSampler
 from models.sft import train_sft
 from workers.problemsets import sandbox_run_batch

@@ -26,24 +26,10 @@ import torch
 from models.benchmark import BenchmarkConfig, generate
 from models.policy import load_policy
 from models.policy_config import SamplingParams, SFTConfig
-from models.reporting import MemoryReporter
+from models.reporting import PrintingReporter
 from models.sampling import HFSampler
 from models.sft import train_sft
 from workers.problemsets import sandbox_run_batch
-
-
-class PrintingReporter(MemoryReporter):
-    """Keeps everything, and prints a progress line every ``every_s`` seconds."""
-
-    def __init__(self, every_s: float = 15.0) -> None:
-        super().__init__()
-        self.every_s, self.last = every_s, 0.0
-
-    def progress(self, fraction: float, message: str = "") -> None:
-        super().progress(fraction, message)
-        if time.monotonic() - self.last >= self.every_s:
-            self.last = time.monotonic()
-            print(f"  {fraction:6.1%}  {message}", file=sys.stderr, flush=True)
 
 
 def generate_baseline(model, tokenizer, prompts: list[str], batch_size: int, seed: int) -> int:

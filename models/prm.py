@@ -1008,6 +1008,21 @@ def rerank_eval(
         run_batch,
         reporter,
     ).records
+    pool = score_pool(prm, prm_tokenizer, loss, problems, sampled, batch_size)
+    metrics, table = rerank_metrics(pool, cfg.pool.ks)
+    return RerankResult(metrics, table, pool)
+
+
+def score_pool(
+    prm: ValueModel,
+    prm_tokenizer: PreTrainedTokenizerBase,
+    loss: Loss,
+    problems: Sequence[Problem],
+    sampled: Sequence[SampleRecord],
+    batch_size: int = 32,
+) -> list[PooledResponse]:
+    """Sampled responses (their verdicts known) with the PRM's line and end scores: one pool
+    can be scored by several PRMs (``bench.prm_scale``)."""
     line_scores, end_scores = score_lines_and_ends(
         prm,
         prm_tokenizer,
@@ -1016,7 +1031,7 @@ def rerank_eval(
         batch_size,
         loss=loss,
     )
-    pool = [
+    return [
         PooledResponse(
             r.problem_index,
             r.passed,
@@ -1027,5 +1042,3 @@ def rerank_eval(
         )
         for r, scores, end in zip(sampled, line_scores, end_scores, strict=True)
     ]
-    metrics, table = rerank_metrics(pool, cfg.pool.ks)
-    return RerankResult(metrics, table, pool)

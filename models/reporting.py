@@ -6,6 +6,8 @@ and scripts pass a ``MemoryReporter``. Metric names are namespaced (``losses/…
 
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Mapping
 from typing import Protocol
 
@@ -35,6 +37,20 @@ class MemoryReporter:
 
     def series(self, name: str) -> list[tuple[int, float]]:
         return [(step, value) for step, n, value in self.history if n == name]
+
+
+class PrintingReporter(MemoryReporter):
+    """Keeps everything, and prints a progress line every ``every_s`` seconds."""
+
+    def __init__(self, every_s: float = 15.0) -> None:
+        super().__init__()
+        self.every_s, self.last = every_s, 0.0
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        super().progress(fraction, message)
+        if time.monotonic() - self.last >= self.every_s:
+            self.last = time.monotonic()
+            print(f"  {fraction:6.1%}  {message}", file=sys.stderr, flush=True)
 
 
 class AtFraction:

@@ -47,8 +47,9 @@ def test_every_script_runs_and_benchmarks_md_holds_its_figures(benches, tmp_path
     assert discover(benches) == ["broken", "fast", "silent"]
     assert main(["--out", str(out)], folder=benches) == 1  # one failed, one gave no JSON
     text = out.read_text()
-    assert "## Machine" in text and "| cores |" in text and "| torch |" in text
-    assert "| fast | ok | 0.0 | ratio 2.69 |" in text  # "generations" is not a ratio
+    assert "## Machines" in text and "| cores |" in text and "| torch |" in text
+    assert "| GPU |" in text
+    assert "| fast | A | ok | 0.0 | ratio 2.69 |" in text  # "generations" is not a ratio
     assert "Fast against slow, on nothing at all." in text
     assert "More detail" not in text
     assert "| **ratio** | **2.69** |" in text
@@ -69,6 +70,27 @@ def test_only_runs_the_named_ones_and_keeps_the_others_results(benches, tmp_path
     assert sorted(results) == ["broken", "fast", "silent"]
     assert results["silent"].figures == {"ratio": 1.5}
     assert results["fast"].figures["ours_per_s"] == 812.0
+
+
+def test_a_result_keeps_the_machine_it_ran_on_when_another_host_adds_its_own(
+    benches, tmp_path, monkeypatch
+):
+    """A GPU benchmark run on a GPU host with ``--only`` sits beside the CPU host's results,
+    each labelled with its own machine."""
+    out = tmp_path / "BENCHMARKS.md"
+    cpu_host = {"CPU": "AMD EPYC", "cores": "2", "GPU": "none", "load average": "0.5"}
+    gpu_host = {"CPU": "Intel Xeon", "cores": "16", "GPU": "NVIDIA H100", "load average": "3"}
+    monkeypatch.setattr("bench.__main__.machine", lambda: cpu_host)
+    main(["--out", str(out)], folder=benches)
+    monkeypatch.setattr("bench.__main__.machine", lambda: gpu_host)
+    main(["--only", "fast", "--out", str(out)], folder=benches)
+    results = previous_results(out)
+    assert results["fast"].machine == gpu_host
+    assert results["broken"].machine == cpu_host
+    text = out.read_text()
+    assert "| GPU | none | NVIDIA H100 |" in text  # machine A is the first result's (broken)
+    assert "| fast | B | ok |" in text and "| silent | A | failed |" in text
+    assert "on machine B." in text
 
 
 def test_unknown_only_name_is_a_usage_error(benches, tmp_path, capsys):

@@ -1,0 +1,283 @@
+"""PRM size against best-of-K reranking: PRMs of several backbone sizes, trained on the same
+binary-search labels of the tiny SFT policy's responses, rerank the same pool of its samples on
+held-out problems; the baselines (random pick, the policy's own mean log-probability, the
+oracle) are measured on that pool in the same run.
+
+1. The policy: the default tiny SFT model (trained here at its default budget, or ``--policy
+   FOLDER``).
+2. The pool: ``--pool-samples`` responses to each of ``--pool-problems`` test problems, run in
+   the sandbox once and scored by every PRM.
+3. The labels: responses to train problems, labelled by binary search (paper Alg. 1, K
+   completions per probe), block after block until ``--label-problems`` or the labelling share
+   of the time budget is spent.
+4. Per size ``LxWxH`` (layers × width × heads): a backbone of that shape — the policy itself
+   when it has that shape, else a fresh model SFT-trained on the train split like the
+   policy — plus a scalar head, trained as ``prm-train`` trains one (line MSE + end outcome +
+   ranking loss), then the pool's best-of-K table and within-problem AUC.
+
+Sizes run smallest first and each row is appended to ``--out`` (JSONL) as it finishes, so a
+run stopped by its time budget keeps what it measured. Without CUDA it prints ``{"skipped":
+...}`` unless ``--device cpu`` asks for a (small) CPU run.
+
+    python -m bench.prm_scale --budget-s 420 --out rows.jsonl
+    python -m bench.prm_scale --device cpu --sizes 2x64x2 --label-problems 16 ...  # smoke
+
+The last line of output is one JSON object (DESIGN §6).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models.benchmark import BenchmarkConfig, generate
+from models.evaluation import evaluate
+from models.labeling import (
+    LabelingConfig,
+    dataset_record,
+    label_responses,
+    sample_responses,
+)
+from models.policy import count_parameters, load_policy
+from models.policy_config import EvalConfig, SFTConfig, TinyModelConfig
+from models.prm import PRMRecord, load_prm, rerank_metrics, score_pool, train_prm
+from models.prm_config import PRMTrainConfig
+from models.reporting import PrintingReporter
+from models.sampling import HFSampler
+from models.sft import train_sft
+from workers.sandbox import run_batch
+
+KS = (4, 8, 16, 30)
+VALIDATION_METRICS = {  # row name -> prm/… metric on the validation labels
+    "line_auc": "auc",
+    "first_error_exact": "first_error_exact",
+    "first_error_within1": "first_error_within1",
+    "end_auc": "end_auc",
+    "val_pairwise_end": "end_pairwise_auc",
+}
+POLICY_SHAPE = TinyModelConfig()
+
+
+def parse_shape(text: str) -> TinyModelConfig:
+    """``LxWxH`` → the tiny model's shape (layers, width, heads)."""
+    try:
+        n_layer, n_embd, n_head = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise SystemExit(f"--sizes: {text!r} is not LAYERSxWIDTHxHEADS, e.g. 8x512x8") from None
+    return TinyModelConfig(n_layer=n_layer, n_embd=n_embd, n_head=n_head)
+
+
+def shape_name(shape: TinyModelConfig) -> str:
+    return f"{shape.n_layer}x{shape.n_embd}x{shape.n_head}"
+
+
+def is_shape_of(shape: TinyModelConfig, model: torch.nn.Module) -> bool:
+    """Whether ``model`` (a GPT-2 policy) has this shape: then it is its own backbone."""
+    config = model.config
+    found = [getattr(config, name, None) for name in ("n_layer", "n_embd", "n_head")]
+    return found == [shape.n_layer, shape.n_embd, shape.n_head]
+
+
+def width_scaled(lr: float, shape: TinyModelConfig) -> float:
+    """A learning rate tuned at the policy's width, scaled as 1/width (muP's rule for Adam on
+    hidden matrices): wider backbones diverge at the tiny model's rates."""
+    return lr * POLICY_SHAPE.n_embd / shape.n_embd
+
+
+def label_until(
+    problems, sampler, cfg: LabelingConfig, policy: str, deadline: float, block: int
+) -> tuple[list[PRMRecord], int]:
+    """Binary-search labels of ``cfg.n_responses`` responses per problem, ``block`` problems at
+    a time, until the problems or the time run out. Returns the records and problems done."""
+    records: list[PRMRecord] = []
+    done = 0
+    for first in range(0, len(problems), block):
+        if time.monotonic() > deadline and records:
+            break
+        chunk = problems[first : first + block]
+        seed = cfg.seed + first
+        responses = sample_responses(chunk, sampler, run_batch, cfg, checkpoint=policy, seed=seed)
+        labelled = label_responses(responses, sampler, run_batch, cfg, seed=seed)
+        records += [PRMRecord.model_validate(dataset_record(r)) for r in labelled]
+        done += len(chunk)
+        print(f"  labelled {done} problems, {len(records)} responses", flush=True)
+    return records, done
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--policy", help="a policy folder (default: train the tiny SFT here)")
+    parser.add_argument(
+        "--train-problems", type=int, default=BenchmarkConfig().n_train, help="the train split"
+    )
+    parser.add_argument("--sizes", default="4x192x4,8x256x8,8x512x8,12x768x12")
+    parser.add_argument("--sft-steps", type=int, default=600, help="SFT steps of new backbones")
+    parser.add_argument("--label-problems", type=int, default=2048)
+    parser.add_argument("--responses", type=int, default=4, help="per labelled problem")
+    parser.add_argument("--k", type=int, default=8, help="completions per probe")
+    parser.add_argument("--pool-problems", type=int, default=128)
+    parser.add_argument("--pool-samples", type=int, default=32)
+    parser.add_argument("--prm-steps", type=int, default=2000)
+    parser.add_argument("--prm-batch", type=int, default=64)
+    parser.add_argument("--prm-lr", type=float, default=3e-4, help="at the policy's width")
+    parser.add_argument("--batch-size", type=int, default=512, help="sampler rows per call")
+    parser.add_argument(
+        "--budget-s", type=float, default=360.0, help="sizes that would not fit are skipped"
+    )
+    parser.add_argument("--label-share", type=float, default=0.3, help="of the budget")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--out", type=Path, help="append each size's row here (JSONL)")
+    args = parser.parse_args(argv)
+    if args.device == "auto" and not torch.cuda.is_available():
+        figures = {"skipped": "no CUDA device (--device cpu runs it on the CPU)"}
+        print(json.dumps(figures))
+        return figures
+    device = "cuda" if args.device == "auto" else args.device
+    shapes = [parse_shape(s) for s in args.sizes.split(",")]
+    started = time.monotonic()
+    root = Path(tempfile.mkdtemp(prefix="prm-scale-"))
+    reporter = PrintingReporter()
+
+    problems = generate(BenchmarkConfig(n_train=args.train_problems))  # the same test split
+    train = [p for p in problems if p.meta.get("split") == "train"]
+    test = [p for p in problems if p.meta.get("split") == "test"]
+
+    def sft(shape: TinyModelConfig, folder: str, steps: int) -> tuple[str, float]:
+        t0 = time.monotonic()
+        result = train_sft(
+            SFTConfig(
+                tiny=shape,
+                steps=steps,
+                lr=width_scaled(SFTConfig().lr, shape),
+                device=device,
+                eval_every=0,
+                final_eval=False,
+                checkpoint_every=0,
+            ),
+            train,
+            test,
+            reporter,
+            run_batch,
+            out_dir=root / folder,
+        )
+        return str(result.checkpoint), time.monotonic() - t0
+
+    # ---- 1. the policy ----
+    policy_dir = args.policy or sft(POLICY_SHAPE, "policy", SFTConfig().steps)[0]
+    model, tokenizer = load_policy(policy_dir, device=device)
+    sampler = HFSampler(model, tokenizer, batch_size=args.batch_size)
+
+    # ---- 2. the pool: sampled once, run once, scored by every PRM ----
+    t0 = time.monotonic()
+    pool_problems = test[: args.pool_problems]
+    sampled = evaluate(
+        model,
+        tokenizer,
+        pool_problems,
+        EvalConfig(
+            greedy=False,
+            n_samples=args.pool_samples,
+            ks=[1],
+            batch_size=args.batch_size,
+            seed=1,
+        ),
+        run_batch,
+        reporter,
+    ).records
+    pool_s = time.monotonic() - t0
+    print(f"pool: {len(sampled)} responses in {pool_s:.0f}s", flush=True)
+
+    # ---- 3. labels ----
+    t0 = time.monotonic()
+    labelling = LabelingConfig(
+        n_responses=args.responses, k=args.k, batch_size=args.batch_size, ground_truth=False
+    )
+    deadline = started + args.label_share * args.budget_s
+    records, labelled_problems = label_until(
+        train[: args.label_problems], sampler, labelling, policy_dir, deadline, block=256
+    )
+    label_s = time.monotonic() - t0
+    del sampler
+    data = {
+        "label_problems": labelled_problems,
+        "records": len(records),
+        "passing": sum(bool(r.passed) for r in records),
+        "label_s": round(label_s, 1),
+        "pool": len(sampled),
+        "pool_s": round(pool_s, 1),
+    }
+    print(f"data: {data}", flush=True)
+
+    # ---- 4. one PRM per size ----
+    rows: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    last_s = 0.0
+    for shape in shapes:
+        name = shape_name(shape)
+        remaining = args.budget_s - (time.monotonic() - started)
+        if remaining < 1.5 * last_s:  # the sizes grow: this one would not finish
+            skipped.append(name)
+            continue
+        t0 = time.monotonic()
+        backbone, sft_s = (
+            (policy_dir, 0.0)
+            if is_shape_of(shape, model)
+            else sft(shape, f"sft-{name}", args.sft_steps)
+        )
+        cfg = PRMTrainConfig(
+            init_from=backbone,
+            steps=args.prm_steps,
+            batch_size=args.prm_batch,
+            lr=width_scaled(args.prm_lr, shape),
+            eval_every=50,
+            patience=6,
+            checkpoint_every=0,
+            device=device,
+        )
+        result = train_prm(cfg, records, reporter, root / f"prm-{name}")
+        prm, prm_tokenizer, loss = load_prm(result.checkpoint, device)
+        pool = score_pool(prm, prm_tokenizer, loss, pool_problems, sampled, batch_size=256)
+        metrics, table = rerank_metrics(pool, KS)
+        last_s = time.monotonic() - t0
+        row = {
+            "size": name,
+            "params_m": round(count_parameters(prm) / 1e6, 1),
+            "sft_s": round(sft_s, 1),
+            "prm_s": round(result.train_seconds, 1),
+            "best_step": result.best_step,
+            **{
+                name: round(result.metrics.get(f"prm/{metric}", float("nan")), 3)
+                for name, metric in VALIDATION_METRICS.items()
+            },
+            "pool_pairwise": {
+                key.removeprefix("prm/pairwise_"): round(value, 3)
+                for key, value in metrics.items()
+                if key.startswith("prm/pairwise_")
+            },
+            "best_of": {k: {n: round(100 * v, 1) for n, v in r.items()} for k, r in table.items()},
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if args.out:
+            with args.out.open("a") as f:
+                f.write(json.dumps({**row, "data": data}) + "\n")
+        del prm
+    del model
+
+    figures = {"bench": "prm_scale", "device": device, "data": data, "rows": rows}
+    figures["skipped_sizes"] = skipped
+    if torch.cuda.is_available() and device == "cuda":
+        figures["gpu"] = torch.cuda.get_device_name()
+    figures["wall_s"] = round(time.monotonic() - started, 1)
+    print(json.dumps(figures))
+    return figures
+
+
+if __name__ == "__main__":
+    main()

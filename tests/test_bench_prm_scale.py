@@ -1,0 +1,75 @@
+"""bench/prm_scale.py end to end at a toy size: a tiny policy (a few SFT steps, so that it writes
+lines to label) as the first backbone, a second size SFT-trained from scratch, one pool scored
+by both. Checks the wiring and the report, never a figure (DESIGN §6)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BWRAP, require
+
+
+def test_bench_prm_scale_scores_one_pool_with_a_prm_per_size(
+    tiny_policy: str, tmp_path: Path
+) -> None:
+    require(BWRAP.exists(), f"{BWRAP} is missing: the sandbox cannot run untrusted code")
+    from bench.prm_scale import main
+    from models.benchmark import BenchmarkConfig, generate
+    from models.policy_config import SFTConfig
+    from models.reporting import MemoryReporter
+    from models.sft import train_sft
+    from workers.sandbox import run_batch
+
+    train = generate(BenchmarkConfig(n_train=64, n_test=0))
+    policy = train_sft(
+        SFTConfig(
+            init_from=tiny_policy, steps=40, eval_every=0, final_eval=False, checkpoint_every=0
+        ),
+        train,
+        [],
+        MemoryReporter(),
+        run_batch,
+        out_dir=tmp_path / "sft",
+    ).checkpoint
+    rows_file = tmp_path / "rows.jsonl"
+    figures = main(
+        [
+            "--device", "cpu",
+            "--policy", str(policy),
+            "--sizes", "1x32x2,1x48x2",  # the fixture's shape, then a new one
+            "--train-problems", "12",
+            "--label-problems", "4",
+            "--responses", "2",
+            "--k", "1",
+            "--pool-problems", "2",
+            "--pool-samples", "4",
+            "--sft-steps", "2",
+            "--prm-steps", "2",
+            "--prm-batch", "4",
+            "--batch-size", "8",
+            "--out", str(rows_file),
+        ]
+    )  # fmt: skip
+    assert figures["data"]["label_problems"] == 4 and figures["data"]["records"] == 8
+    assert figures["data"]["pool"] == 8
+    first, second = figures["rows"]
+    assert first["size"] == "1x32x2" and first["sft_s"] == 0.0  # the policy is its backbone
+    assert second["size"] == "1x48x2" and second["sft_s"] > 0
+    assert list(first["best_of"]) == ["4"]  # only the K a pool of 4 per problem allows
+    assert set(first["best_of"]["4"]) >= {"prm_end", "random", "oracle", "policy_logprob"}
+    assert [json.loads(line)["size"] for line in rows_file.read_text().splitlines()] == [
+        "1x32x2",
+        "1x48x2",
+    ]
+    assert figures["skipped_sizes"] == []
+
+
+def test_a_size_that_is_not_layers_by_width_by_heads_names_the_format() -> None:
+    from bench.prm_scale import parse_shape
+
+    assert parse_shape("8x512x8").n_embd == 512
+    with pytest.raises(SystemExit, match="LAYERSxWIDTHxHEADS"):
+        parse_shape("8x512")
