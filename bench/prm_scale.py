@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--train-problems", type=int, default=BenchmarkConfig().n_train, help="the train split"
     )
-    parser.add_argument("--sizes", default="4x192x4,8x256x8,8x512x8,12x768x12")
+    parser.add_argument("--sizes", default="4x192x4,8x512x8,12x768x12")
     parser.add_argument("--sft-steps", type=int, default=600, help="SFT steps of new backbones")
     parser.add_argument("--label-problems", type=int, default=2048)
     parser.add_argument("--responses", type=int, default=4, help="per labelled problem")
