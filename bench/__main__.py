@@ -140,6 +140,9 @@ def gpus() -> str:
     return ", ".join(names) if listing.returncode == 0 and names else "none"
 
 
+FACT_ORDER = ["CPU", "cores", "RAM", "GPU", "OS", "Python", "torch"]  # rows of the table
+
+
 def machine() -> dict[str, str]:
     """What the figures were measured on."""
     cpu = platform.processor() or platform.machine()
@@ -239,7 +242,10 @@ def render(results: Iterable[BenchResult], date: str) -> str:
     results = sorted(results, key=lambda r: r.name)
     labels = machine_labels(results)
     machines = {labels[machine_key(r.machine)]: r.machine for r in results}
-    keys = list(dict.fromkeys(k for facts in machines.values() for k in facts))
+    keys = sorted(
+        {k for facts in machines.values() for k in facts},
+        key=lambda k: (FACT_ORDER.index(k) if k in FACT_ORDER else len(FACT_ORDER), k),
+    )
     lines = [
         "# Benchmarks",
         "",

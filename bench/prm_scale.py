@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"data: {data}", flush=True)
 
     # ---- 4. one PRM per size ----
-    rows: list[dict[str, Any]] = []
+    sizes: dict[str, dict[str, Any]] = {}  # LxWxH -> its row
     skipped: list[str] = []
     last_s = 0.0
     for shape in shapes:
@@ -246,14 +246,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         metrics, table = rerank_metrics(pool, KS)
         last_s = time.monotonic() - t0
         row = {
-            "size": name,
             "params_m": round(count_parameters(prm) / 1e6, 1),
             "sft_s": round(sft_s, 1),
             "prm_s": round(result.train_seconds, 1),
             "best_step": result.best_step,
             **{
-                name: round(result.metrics.get(f"prm/{metric}", float("nan")), 3)
-                for name, metric in VALIDATION_METRICS.items()
+                key: round(result.metrics.get(f"prm/{metric}", float("nan")), 3)
+                for key, metric in VALIDATION_METRICS.items()
             },
             "pool_pairwise": {
                 key.removeprefix("prm/pairwise_"): round(value, 3)
@@ -262,15 +261,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             },
             "best_of": {k: {n: round(100 * v, 1) for n, v in r.items()} for k, r in table.items()},
         }
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+        sizes[name] = row
+        print(json.dumps({"size": name, **row}), flush=True)
         if args.out:
             with args.out.open("a") as f:
-                f.write(json.dumps({**row, "data": data}) + "\n")
+                f.write(json.dumps({"size": name, **row, "data": data}) + "\n")
         del prm
     del model
 
-    figures = {"bench": "prm_scale", "device": device, "data": data, "rows": rows}
+    figures = {"bench": "prm_scale", "device": device, "data": data, "sizes": sizes}
     figures["skipped_sizes"] = skipped
     if torch.cuda.is_available() and device == "cuda":
         figures["gpu"] = torch.cuda.get_device_name()

@@ -55,9 +55,9 @@ def test_bench_prm_scale_scores_one_pool_with_a_prm_per_size(
     )  # fmt: skip
     assert figures["data"]["label_problems"] == 4 and figures["data"]["records"] == 8
     assert figures["data"]["pool"] == 8
-    first, second = figures["rows"]
-    assert first["size"] == "1x32x2" and first["sft_s"] == 0.0  # the policy is its backbone
-    assert second["size"] == "1x48x2" and second["sft_s"] > 0
+    assert list(figures["sizes"]) == ["1x32x2", "1x48x2"]
+    first, second = figures["sizes"].values()
+    assert first["sft_s"] == 0.0 and second["sft_s"] > 0  # the policy is the first's backbone
     assert list(first["best_of"]) == ["4"]  # only the K a pool of 4 per problem allows
     assert set(first["best_of"]["4"]) >= {"prm_end", "random", "oracle", "policy_logprob"}
     assert [json.loads(line)["size"] for line in rows_file.read_text().splitlines()] == [
