@@ -68,7 +68,11 @@ def rollout_throughput(policy_dir: Path, prompts: list[str], max_new_tokens: int
     t0 = time.perf_counter()
     with torch.no_grad():
         out = model.generate(
-            **batch, do_sample=True, temperature=1.0, max_new_tokens=max_new_tokens
+            **batch,
+            do_sample=True,
+            temperature=1.0,
+            top_k=0,  # generate's default is 50: sample the whole distribution, as ours does
+            max_new_tokens=max_new_tokens,
         )
     torch.cuda.synchronize()
     hf_s = time.perf_counter() - t0
