@@ -31,6 +31,7 @@ import argparse
 import json
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +49,9 @@ from models.policy import count_parameters, load_policy
 from models.policy_config import EvalConfig, SFTConfig, TinyModelConfig
 from models.prm import PRMRecord, load_prm, rerank_metrics, score_pool, train_prm
 from models.prm_config import PRMTrainConfig
+from models.problems import Problem
 from models.reporting import PrintingReporter
-from models.sampling import HFSampler
+from models.sampling import HFSampler, Sampler
 from models.sft import train_sft
 from workers.sandbox import run_batch
 
@@ -86,12 +88,17 @@ def is_shape_of(shape: TinyModelConfig, model: torch.nn.Module) -> bool:
 
 def width_scaled(lr: float, shape: TinyModelConfig) -> float:
     """A learning rate tuned at the policy's width, scaled as 1/width (muP's rule for Adam on
-    hidden matrices): wider backbones diverge at the tiny model's rates."""
+    hidden matrices), so that every size gets a comparable step, not one tuned per size."""
     return lr * POLICY_SHAPE.n_embd / shape.n_embd
 
 
 def label_until(
-    problems, sampler, cfg: LabelingConfig, policy: str, deadline: float, block: int
+    problems: Sequence[Problem],
+    sampler: Sampler,
+    cfg: LabelingConfig,
+    policy: str,
+    deadline: float,
+    block: int,
 ) -> tuple[list[PRMRecord], int]:
     """Binary-search labels of ``cfg.n_responses`` responses per problem, ``block`` problems at
     a time, until the problems or the time run out. Returns the records and problems done."""
