@@ -137,7 +137,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--budget-s", type=float, default=360.0, help="sizes that would not fit are skipped"
     )
-    parser.add_argument("--label-share", type=float, default=0.3, help="of the budget")
+    parser.add_argument(
+        "--label-share",
+        type=float,
+        default=0.3,
+        help="labelling stops once this share of the budget has passed since the start "
+        "(the policy and the pool count against it)",
+    )
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--out", type=Path, help="append each size's row here (JSONL)")
     args = parser.parse_args(argv)
