@@ -156,7 +156,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     ensure_database()
     from app.settings import get_settings
     from workers.celery_app import app as celery_app
+    from workers.celery_app import prepare_broker
 
+    prepare_broker(celery_app.conf.broker_url)
     if args.concurrency:  # the jobs size their torch threads by it (Settings.torch_threads)
         os.environ["PRM_STUDIO_WORKER_CONCURRENCY"] = str(args.concurrency)
         get_settings.cache_clear()

@@ -132,13 +132,28 @@ def redis_url() -> Iterator[str]:
     client.flushdb()
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Keep each phase's report on the test item, so fixtures can tell that their test failed."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
 @pytest.fixture
-def start_worker(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
-    """Start real ``prm-studio worker`` subprocesses with the current environment."""
+def start_worker(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., subprocess.Popen]]:
+    """Start real ``prm-studio worker`` subprocesses with the current environment.
+
+    When the test fails, the end of each worker's log is printed (pytest shows it under the
+    failure), since the worker is where a job that never finished left its trace."""
     started: list[subprocess.Popen] = []
+    logs: list[Path] = []
 
     def start(*extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-        log = open(tmp_path / f"worker-{len(started)}.log", "w")  # noqa: SIM115
+        logs.append(tmp_path / f"worker-{len(started)}.log")
+        log = open(logs[-1], "w")  # noqa: SIM115
         process = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "worker", "--loglevel=INFO", *extra],
             cwd=REPO,
@@ -153,6 +168,11 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
     yield start
     for process in started:
         stop_process_group(process)
+    call = getattr(request.node, "report_call", None)
+    if call is not None and call.failed:
+        for log in logs:
+            print(f"----- {log.name} (last 80 lines) -----")
+            print("\n".join(log.read_text(errors="replace").splitlines()[-80:]))
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, what: str, every: float = 0.2):

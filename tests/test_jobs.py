@@ -4,17 +4,22 @@ subprocess on the embedded SQLite transport and on Redis."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 import subprocess
 import sys
 import time
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Barrier
 
 import pytest
+from kombu import Connection
 from sqlalchemy import func, select
 
 from app import crud
 from app.db import read_session, session_scope
 from app.orm import Metric, Run, RunStatus, Worker
 from tests.conftest import reset_app_state, wait_for
+from workers.celery_app import broker_transport_options, prepare_broker
 from workers.runner import execute_run
 
 
@@ -67,6 +72,48 @@ def test_cancelling_a_queued_run_means_it_never_starts(data_dir):
         crud.request_cancel(session, run_id=run_id)
     assert execute_run(run_id) == "skipped"
     assert load_run(run_id).status == RunStatus.cancelled
+
+
+# ----------------------------------------------------------------------------- a new broker
+
+
+def open_new_broker_as(role: str, url: str, start: Barrier, outcomes: Queue) -> None:
+    """What a starting worker (declares its queue) or a submitter (publishes) does first."""
+    try:
+        start.wait(timeout=30)
+        prepare_broker(url)
+        with Connection(url, transport_options=broker_transport_options(url)) as connection:
+            channel = connection.default_channel
+            if role == "worker":
+                channel._new_queue("gpu")
+            else:
+                channel._put("gpu", {"body": role})
+        outcomes.put((role, "ok"))
+    except Exception as error:
+        outcomes.put((role, f"{type(error).__name__}: {error}"))
+
+
+def test_a_worker_and_a_submitter_opening_a_new_sqlite_broker_at_once_both_succeed(tmp_path):
+    """Kombu creates the broker's tables and queue rows lazily; without ``prepare_broker`` one
+    of two processes doing so at once fails (UNIQUE constraint) in most rounds."""
+    context = multiprocessing.get_context("fork")
+    for round_ in range(5):
+        url = f"sqla+sqlite:///{tmp_path / f'broker-{round_}.sqlite'}"
+        start, outcomes = context.Barrier(2), context.Queue()
+        processes = [
+            context.Process(target=open_new_broker_as, args=(role, url, start, outcomes))
+            for role in ("worker", "submitter")
+        ]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join(timeout=60)
+        assert sorted(outcomes.get(timeout=5) for _ in processes) == [
+            ("submitter", "ok"),
+            ("worker", "ok"),
+        ]
+        with Connection(url, transport_options=broker_transport_options(url)) as connection:
+            assert connection.default_channel._get("gpu") == {"body": "submitter"}
 
 
 # ----------------------------------------------------------------------------- real worker

@@ -7,8 +7,12 @@ behaves the same, including for cancellation (a DB flag the running job polls).
 
 from __future__ import annotations
 
+import functools
+
 from celery import Celery
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from app.settings import Settings, get_settings
 
@@ -27,6 +31,41 @@ def broker_transport_options(broker_url: str) -> dict:
     if broker_url.startswith(("redis://", "rediss://")):
         return {"visibility_timeout": 12 * 3600}
     return {}
+
+
+@functools.cache
+def prepare_broker(broker_url: str) -> None:
+    """Create an SQL broker's tables and the job queues' rows before kombu looks for them.
+
+    Kombu's SQLAlchemy transport creates both lazily, so two processes opening a new broker at
+    once (a worker starting while the dashboard or the CLI submits) race. A lost CREATE TABLE
+    raises OperationalError, which kombu retries; a lost INSERT of a queue row raises the UNIQUE
+    constraint's IntegrityError, which it does not: the publisher's job fails to enqueue, or the
+    worker exits and the job waits forever. Every worker and publisher calls this first (once
+    per process); racing calls cannot fail, as the tables are retried and the rows inserted
+    with ON CONFLICT DO NOTHING. Other brokers (Redis) need nothing."""
+    if not broker_url.startswith("sqla+"):
+        return
+    from kombu import Connection
+
+    options = broker_transport_options(broker_url)
+    with Connection(broker_url, transport_options=options) as connection:
+        channel = connection.default_channel
+        for attempt in range(3):
+            try:
+                session = channel.session  # the first use runs CREATE TABLE where missing
+                break
+            except OperationalError:  # another process created a table since the check
+                if attempt == 2:
+                    raise
+        dialects = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+        insert = dialects.get(session.bind.dialect.name)
+        if insert is None:  # kombu creates the rows itself (and may race) on other databases
+            return
+        rows = [{"name": queue} for queue in QUEUES]
+        table = channel.queue_cls.__table__
+        session.execute(insert(table).values(rows).on_conflict_do_nothing(index_elements=["name"]))
+        session.commit()
 
 
 def create_celery(settings: Settings) -> Celery:

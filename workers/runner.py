@@ -177,10 +177,13 @@ def submit(
 
 def enqueue(run_id: int, kind_name: str) -> None:
     """Send a queued run to its kind's queue; a broker failure fails the run, loudly."""
+    from workers.celery_app import prepare_broker
     from workers.tasks import TASKS
 
+    task = TASKS[kind_name]
     try:
-        TASKS[kind_name].apply_async(args=[run_id], queue=get_kind(kind_name).queue)
+        prepare_broker(task.app.conf.broker_url)
+        task.apply_async(args=[run_id], queue=get_kind(kind_name).queue)
     except Exception as error:
         with session_scope() as session:
             crud.finish_run(
