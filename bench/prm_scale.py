@@ -6,10 +6,14 @@ oracle) are measured on that pool in the same run.
 1. The policy: the default tiny SFT model (trained here at its default budget, or ``--policy
    FOLDER``).
 2. The pool: ``--pool-samples`` responses to each of ``--pool-problems`` test problems, run in
-   the sandbox once and scored by every PRM.
+   the sandbox once and scored by every PRM. ``--pool-split train`` takes the last train
+   problems instead (none of them labelled): the training distribution, without the test
+   split's held-out (op, number) pairs.
 3. The labels: responses to train problems, labelled by binary search (paper Alg. 1, K
    completions per probe), block after block until ``--label-problems`` or the labelling share
-   of the time budget is spent.
+   of the time budget is spent. ``--labels ground-truth`` labels them instead by the benchmark's
+   exact check of each line (no completions: several times the labels per second), which
+   separates what the PRM cannot learn from what the search mislabels.
 4. Per size ``LxWxH`` (layers × width × heads): a backbone of that shape — the policy itself
    when it has that shape, else a fresh model SFT-trained on the train split like the
    policy — plus a scalar head, trained as ``prm-train`` trains one (line MSE + end outcome +
@@ -42,6 +46,7 @@ from models.evaluation import evaluate
 from models.labeling import (
     LabelingConfig,
     dataset_record,
+    ground_truth_record,
     label_responses,
     sample_responses,
 )
@@ -100,8 +105,9 @@ def label_until(
     deadline: float,
     block: int,
 ) -> tuple[list[PRMRecord], int]:
-    """Binary-search labels of ``cfg.n_responses`` responses per problem, ``block`` problems at
-    a time, until the problems or the time run out. Returns the records and problems done."""
+    """Labels of ``cfg.n_responses`` responses per problem, ``block`` problems at a time, until
+    the problems or the time run out: by binary search, or with ``cfg.ground_truth`` the exact
+    line labels sampling computed. Returns the records and problems done."""
     records: list[PRMRecord] = []
     done = 0
     for first in range(0, len(problems), block):
@@ -110,7 +116,11 @@ def label_until(
         chunk = problems[first : first + block]
         seed = cfg.seed + first
         responses = sample_responses(chunk, sampler, run_batch, cfg, checkpoint=policy, seed=seed)
-        labelled = label_responses(responses, sampler, run_batch, cfg, seed=seed)
+        labelled = (
+            [ground_truth_record(r) for r in responses]
+            if cfg.ground_truth
+            else label_responses(responses, sampler, run_batch, cfg, seed=seed)
+        )
         records += [PRMRecord.model_validate(dataset_record(r)) for r in labelled]
         done += len(chunk)
         print(f"  labelled {done} problems, {len(records)} responses", flush=True)
@@ -128,7 +138,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--label-problems", type=int, default=2048)
     parser.add_argument("--responses", type=int, default=4, help="per labelled problem")
     parser.add_argument("--k", type=int, default=8, help="completions per probe")
+    parser.add_argument(
+        "--labels",
+        choices=["binary", "ground-truth"],
+        default="binary",
+        help="binary: the paper's search; ground-truth: the benchmark's exact line labels",
+    )
     parser.add_argument("--pool-problems", type=int, default=128)
+    parser.add_argument(
+        "--pool-split",
+        choices=["test", "train"],
+        default="test",
+        help="test: held-out problems; train: the train split's last problems (not labelled, "
+        "and not in the SFT of a policy trained here)",
+    )
     parser.add_argument("--pool-samples", type=int, default=32)
     parser.add_argument("--prm-steps", type=int, default=2000)
     parser.add_argument("--prm-batch", type=int, default=64)
@@ -160,6 +183,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     problems = generate(BenchmarkConfig(n_train=args.train_problems))  # the same test split
     train = [p for p in problems if p.meta.get("split") == "train"]
     test = [p for p in problems if p.meta.get("split") == "test"]
+    if args.pool_split == "train":  # the pool's problems leave the labelling's share
+        if args.pool_problems >= len(train):
+            raise SystemExit(
+                f"--pool-problems {args.pool_problems} leaves none of the {len(train)} train "
+                "problems to label: lower it or raise --train-problems"
+            )
+        train, pool_problems = (
+            train[: -args.pool_problems],
+            train[-args.pool_problems :],
+        )
+    else:
+        pool_problems = test[: args.pool_problems]
 
     def sft(shape: TinyModelConfig, folder: str, steps: int) -> tuple[str, float]:
         t0 = time.monotonic()
@@ -188,7 +223,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # ---- 2. the pool: sampled once, run once, scored by every PRM ----
     t0 = time.monotonic()
-    pool_problems = test[: args.pool_problems]
     sampled = evaluate(
         model,
         tokenizer,
@@ -209,7 +243,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # ---- 3. labels ----
     t0 = time.monotonic()
     labelling = LabelingConfig(
-        n_responses=args.responses, k=args.k, batch_size=args.batch_size, ground_truth=False
+        n_responses=args.responses,
+        k=args.k,
+        batch_size=args.batch_size,
+        ground_truth=args.labels == "ground-truth",
     )
     deadline = started + args.label_share * args.budget_s
     records, labelled_problems = label_until(
@@ -218,6 +255,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     label_s = time.monotonic() - t0
     del sampler
     data = {
+        "labels": args.labels,
+        "pool_split": args.pool_split,
         "label_problems": labelled_problems,
         "records": len(records),
         "passing": sum(bool(r.passed) for r in records),

@@ -269,7 +269,7 @@ class LabeledResponse:
     tests_total: int
     error_line: int | None
     detail: str
-    search: str  # "binary", "linear", or "none" for a passing response
+    search: str  # "binary", "linear", "none" for a passing response, or "ground-truth"
     m_star: int  # in lines; T for a passing response
     labels: list[int]
     n_code_lines: int
@@ -299,6 +299,19 @@ class LabeledResponse:
 def passing_record(response: Response) -> LabeledResponse:
     lines = split_lines(response.text)
     return _record(response, "none", len(lines), line_labels(lines, len(lines)))
+
+
+def ground_truth_record(response: Response) -> LabeledResponse:
+    """A response labelled by the embedded benchmark's exact check of each line (sampled with
+    ``ground_truth``) instead of by a search: the labels a perfect search would give, so that a
+    PRM's failures can be told apart from the labeller's (``bench.prm_scale --labels``)."""
+    if response.ground_truth is None:
+        raise ValueError(
+            f"{response.problem.task_id}: no ground-truth labels; sample with ground_truth=true "
+            "on embedded-benchmark problems"
+        )
+    m_star = m_star_of_labels(response.ground_truth)
+    return _record(response, "ground-truth", m_star, response.ground_truth)
 
 
 def _record(response: Response, search: str, m_star: int, labels: list[int]) -> LabeledResponse:

@@ -1,6 +1,7 @@
 """bench/prm_scale.py end to end at a toy size: a tiny policy (a few SFT steps, so that it writes
 lines to label) as the first backbone, a second size SFT-trained from scratch, one pool scored
-by both. Checks the wiring and the report, never a figure (DESIGN §6)."""
+by both; then exact labels and a pool from the train split. Checks the wiring and the report,
+never a figure (DESIGN §6)."""
 
 from __future__ import annotations
 
@@ -65,6 +66,27 @@ def test_bench_prm_scale_scores_one_pool_with_a_prm_per_size(
         "1x48x2",
     ]
     assert figures["skipped_sizes"] == []
+
+    # exact labels, and a pool of train problems that the labelling leaves out
+    figures = main(
+        [
+            "--device", "cpu",
+            "--policy", str(policy),
+            "--sizes", "1x32x2",
+            "--train-problems", "42",  # the toy policy writes many empty responses: enough lines
+            "--labels", "ground-truth",
+            "--responses", "2",
+            "--pool-split", "train",
+            "--pool-problems", "2",
+            "--pool-samples", "4",
+            "--prm-steps", "2",
+            "--prm-batch", "4",
+            "--batch-size", "8",
+        ]
+    )  # fmt: skip
+    assert figures["data"]["labels"] == "ground-truth" and figures["data"]["pool_split"] == "train"
+    assert figures["data"]["label_problems"] == 40 and figures["data"]["records"] == 80
+    assert figures["data"]["pool"] == 8
 
 
 def test_a_size_that_is_not_layers_by_width_by_heads_names_the_format() -> None:

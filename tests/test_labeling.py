@@ -22,6 +22,7 @@ from models.labeling import (
     binary_search_m_star,
     cost_metrics,
     derive_seed,
+    ground_truth_record,
     is_monotone,
     label_responses,
     linear_scan_m_star,
@@ -350,3 +351,14 @@ def test_m_star_is_the_first_wrong_line_with_a_perfect_policy(mode):
     records = label_responses(responses, sampler, sandbox_run_batch, cfg, seed=0)
     assert [r.m_star for r in records] == [j % 3 for j in range(len(problems))]
     assert audit_metrics(records)["labeling/audit/exact_match"] == 1.0
+    # the exact labels are what a search with a perfect policy finds, with no completions
+    exact = [ground_truth_record(r) for r in responses]
+    assert [(r.labels, r.m_star, r.completions_sampled) for r in exact] == [
+        (r.labels, r.m_star, 0) for r in records
+    ]
+    assert {r.search for r in exact} == {"ground-truth"}
+
+
+def test_a_ground_truth_record_needs_responses_sampled_with_the_ground_truth():
+    with pytest.raises(ValueError, match="ground_truth=true"):
+        ground_truth_record(failing("    v1 = v0\n"))
