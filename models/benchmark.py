@@ -75,7 +75,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal
@@ -445,6 +445,52 @@ def problem_steps(problem: Problem) -> list[Step]:
     if problem.meta.get("source") != "embedded" or not isinstance(steps, list):
         raise ValueError(f"{problem.task_id} is not an embedded-benchmark problem")
     return [(step["op"], step["arg"]) for step in steps]
+
+
+# ----------------------------------------------------------------------------- one-line mistakes
+
+
+def one_line_mistakes(steps: Sequence[Step], seen: Collection[Step]) -> list[list[Step]]:
+    """Every program one line away from the reference ``steps``, as step lists: one step's
+    argument changed, its op swapped for another of the same kind with the same argument, or
+    the step left out (the later steps move up a line). Only (op, argument) pairs in ``seen``
+    are used, so a mistake never shows a pair the data did not already hold — train problems'
+    mistakes never leak the test split's held-out pairs. Contrastive PRM data
+    (``models.labeling.synthetic_mistakes``): the reference and its mistakes differ in one
+    line's content only, which is the difference a PRM must learn to see."""
+    mistakes: list[list[Step]] = []
+    for i, (op, arg) in enumerate(steps):
+        kind = OPS[op].arg
+        for other_op, other_arg in sorted(seen, key=str):
+            same_op = other_op == op and other_arg != arg
+            swapped = other_op != op and OPS[other_op].arg == kind and other_arg == arg
+            if (same_op or swapped) and _feasible((other_op, other_arg), i + 1):
+                mistakes.append([*steps[:i], (other_op, other_arg), *steps[i + 1 :]])
+        rest = [*steps[:i], *steps[i + 1 :]]
+        if rest and all(_feasible(step, position) for position, step in enumerate(rest, 1)):
+            mistakes.append(rest)
+    return mistakes
+
+
+def judge_program(
+    steps: Sequence[Step], program: Sequence[Step], inputs: Sequence[list[int]]
+) -> tuple[int, list[bool]]:
+    """``render_reference(program)`` judged against the reference ``steps``: the tests it
+    passes, and the verdicts ``ground_truth_requests`` would give, in the order
+    ``labels_from_results`` reads them (the whole program, then the state after each code line
+    but the last). Computed from the templates here, not in the sandbox: the program is our
+    own rendering of known steps, not generated code."""
+    reference, states = run_steps(steps, inputs), run_steps(program, inputs)
+    n, last = len(steps), f"v{len(program)}"
+    outputs_match = [s[last] == r[f"v{n}"] for s, r in zip(states[-1], reference[-1], strict=True)]
+    prefixes = [
+        all(
+            all(key in state and state[key] == value for key, value in want.items())
+            for state, want in zip(states[m], reference[min(m, n)], strict=True)
+        )
+        for m in range(1, len(program) + 1)
+    ]
+    return sum(outputs_match), [all(outputs_match), *prefixes]
 
 
 # ----------------------------------------------------------------------------- ground truth

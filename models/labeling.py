@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -56,7 +57,14 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.benchmark import ground_truth_requests, labels_from_results
+from models.benchmark import (
+    ground_truth_requests,
+    judge_program,
+    labels_from_results,
+    one_line_mistakes,
+    problem_steps,
+    render_reference,
+)
 from models.lines import Line, split_lines
 from models.policy_config import SamplingParams
 from models.problems import Problem, exec_request, verdict_fields
@@ -69,6 +77,10 @@ if TYPE_CHECKING:  # torch stays out of this module's imports: the job registry 
 SearchMode = Literal["binary", "linear"]
 Selection = Literal["full", "remove-hard", "medium-only", "revised-only"]
 SELECTIONS: tuple[Selection, ...] = ("full", "remove-hard", "medium-only", "revised-only")
+
+SYNTHETIC = "synthetic"
+"""The ``search`` and ``source_checkpoint`` of a reference or one-line-mistake record: written,
+not sampled, so the data selection and the cost metrics leave it out."""
 
 
 class LabelingConfig(BaseModel):
@@ -120,6 +132,17 @@ class LabelingConfig(BaseModel):
         default=True,
         description="On embedded-benchmark problems, also compute the exact line labels "
         "(models.benchmark) to audit m* against the first wrong line.",
+    )
+    synthetic_mistakes: int = Field(
+        default=4,
+        ge=0,
+        le=64,
+        description="On embedded-benchmark problems, also store the reference solution and up "
+        "to N copies of it with one line wrong (an argument changed, an op swapped, a step "
+        "left out), labelled exactly (ours; the paper labels sampled responses only). Each "
+        "differs from the reference in one line's content, not in length or position, which "
+        "is what a small PRM must learn to see: on the embedded benchmark a 2M PRM trained "
+        "without them ranked a problem's responses no better than chance. 0: off.",
     )
     seed: int = Field(default=0, description="Root of every sampling seed.")
 
@@ -269,7 +292,7 @@ class LabeledResponse:
     tests_total: int
     error_line: int | None
     detail: str
-    search: str  # "binary", "linear", "none" for a passing response, or "ground-truth"
+    search: str  # "binary", "linear", "none" (passing), "ground-truth" or SYNTHETIC
     m_star: int  # in lines; T for a passing response
     labels: list[int]
     n_code_lines: int
@@ -281,8 +304,9 @@ class LabeledResponse:
 
     @property
     def tests_run(self) -> int:
-        """Programs this response sent to the sandbox: itself and its completions."""
-        return 1 + self.completions_sampled
+        """Programs this response sent to the sandbox: itself and its completions (a
+        synthetic record none: it is judged from the benchmark's templates)."""
+        return 0 if self.search == SYNTHETIC else 1 + self.completions_sampled
 
     @property
     def lines(self) -> list[str]:
@@ -328,6 +352,54 @@ def _record(response: Response, search: str, m_star: int, labels: list[int]) -> 
         labels=labels,
         n_code_lines=len(code_lines(split_lines(response.text))),
         ground_truth=response.ground_truth,
+    )
+
+
+def synthetic_mistakes(
+    problems: Sequence[Problem], n_mistakes: int, seed: int = 0
+) -> list[LabeledResponse]:
+    """Per embedded-benchmark problem, its reference (response 0, every line +1) and up to
+    ``n_mistakes`` one-line mistakes of it (``models.benchmark.one_line_mistakes``, drawn
+    with a seed of the problem's id), labelled exactly. The mistakes use only (op, argument)
+    pairs that ``problems`` themselves contain."""
+    embedded = [p for p in problems if has_ground_truth(p)]
+    seen = {step for problem in embedded for step in problem_steps(problem)}
+    records = []
+    for problem in embedded:
+        steps = problem_steps(problem)
+        mistakes = one_line_mistakes(steps, seen)
+        rng = random.Random(derive_seed(seed, problem.task_id, SYNTHETIC))
+        programs = [steps, *rng.sample(mistakes, min(n_mistakes, len(mistakes)))]
+        for index, program in enumerate(programs):
+            tests_passed, verdicts = judge_program(steps, program, problem.meta["inputs"])
+            text = render_reference(program)
+            records.append(_synthetic_record(problem, index, text, tests_passed, verdicts))
+    return records
+
+
+def _synthetic_record(
+    problem: Problem, index: int, text: str, tests_passed: int, verdicts: list[bool]
+) -> LabeledResponse:
+    labels = labels_from_results(text, verdicts)
+    lines = split_lines(text)
+    passed = verdicts[0]
+    return LabeledResponse(
+        task_id=problem.task_id,
+        response_index=index,
+        source_checkpoint=SYNTHETIC,
+        prompt=problem.prompt,
+        response=text,
+        verdict="passed" if passed else "failed",
+        passed=passed,
+        tests_passed=tests_passed,
+        tests_total=len(problem.meta["inputs"]),
+        error_line=None,
+        detail="the reference" if index == 0 else "the reference with one line wrong",
+        search=SYNTHETIC,
+        m_star=m_star_of_labels(labels),
+        labels=labels,
+        n_code_lines=len(code_lines(lines)),
+        ground_truth=labels,
     )
 
 
@@ -638,18 +710,21 @@ def select_responses(
     selection: Selection,
     medium_range: tuple[float, float] = (0.0, 1.0),
 ) -> list[LabeledResponse]:
-    """Paper Table 2's data selection (definitions in the prm-data job's help text)."""
+    """Paper Table 2's data selection (definitions in the prm-data job's help text) of the
+    sampled responses; synthetic records are kept whole and count in no pass rate."""
+    sampled = [r for r in records if r.search != SYNTHETIC]
+    synthetic = [r for r in records if r.search == SYNTHETIC]
     if selection == "full":
-        return list(records)
+        return [*sampled, *synthetic]
     if selection == "revised-only":
-        return [r for r in records if r.passed or r.m_star >= 1]
-    rates = pass_rates(records)
+        return [*(r for r in sampled if r.passed or r.m_star >= 1), *synthetic]
+    rates = pass_rates(sampled)
     low, high = medium_range
     keep = {
         "remove-hard": lambda rate: rate > 0,
         "medium-only": lambda rate: low < rate < high,
     }[selection]
-    return [r for r in records if keep(rates[r.task_id])]
+    return [*(r for r in sampled if keep(rates[r.task_id])), *synthetic]
 
 
 # ----------------------------------------------------------------------------- metrics

@@ -16,8 +16,11 @@ from models.benchmark import (
     ground_truth_labels,
     ground_truth_requests,
     held_out_pairs,
+    judge_program,
     labels_from_results,
+    one_line_mistakes,
     problem_steps,
+    render_reference,
     run_steps,
 )
 from models.problems import exec_request
@@ -218,3 +221,44 @@ def test_ground_truth_labels(sandbox_run_batch) -> None:
         merged = [f"    v2 = {merged_expr}\n", *lines[2:]]
         labels = ground_truth_labels(problem, "".join(merged), sandbox_run_batch)
         assert labels == [1] * (n - 1), (steps, merged)
+
+
+def test_one_line_mistakes_change_one_line_and_use_only_pairs_already_seen() -> None:
+    problems = generate(SMALL)
+    train = [p for p in problems if p.meta["split"] == "train"]
+    seen = {step for p in train for step in problem_steps(p)}
+    assert not seen & set(held_out_pairs(SMALL))
+    kinds = Counter()
+    for problem in train[:40]:
+        steps = problem_steps(problem)
+        mistakes = one_line_mistakes(steps, seen)
+        assert mistakes and steps not in mistakes
+        for program in mistakes:
+            assert set(program) <= seen
+            if len(program) == len(steps):  # one step replaced
+                (i,) = [i for i, (a, b) in enumerate(zip(program, steps, strict=True)) if a != b]
+                kinds["op" if program[i][0] != steps[i][0] else "argument"] += 1
+            else:  # one step left out, the rest in order
+                assert len(program) == len(steps) - 1
+                assert any(program == steps[:i] + steps[i + 1 :] for i in range(len(steps)))
+                kinds["left out"] += 1
+            render_reference(program)  # every ref names an earlier variable
+    assert set(kinds) == {"op", "argument", "left out"}
+
+
+def test_judged_mistakes_get_the_labels_the_sandbox_gives(sandbox_run_batch) -> None:
+    """judge_program (pure Python, for our own renderings) and ground_truth_requests (the
+    sandbox, for generated code) are one rule: every mistake of a few problems gets the same
+    labels and the same test count from both."""
+    problems = [p for p in generate(SMALL) if p.meta["split"] == "train"][:6]
+    seen = {step for p in problems for step in problem_steps(p)}
+    for problem in problems:
+        steps = problem_steps(problem)
+        for program in [steps, *one_line_mistakes(steps, seen)[::3]]:
+            text = render_reference(program)
+            tests_passed, verdicts = judge_program(steps, program, problem.meta["inputs"])
+            results = sandbox_run_batch(ground_truth_requests(problem, text))
+            assert labels_from_results(text, verdicts) == labels_from_results(
+                text, [r.status == "passed" for r in results]
+            ), (problem.task_id, program)
+            assert tests_passed == results[0].passed, (problem.task_id, program)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import os
 import random
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 
 from models.benchmark import BenchmarkConfig, generate, ground_truth_labels
 from models.labeling import (
+    SYNTHETIC,
     LabeledResponse,
     LabelingConfig,
     Response,
@@ -28,6 +30,7 @@ from models.labeling import (
     linear_scan_m_star,
     sample_responses,
     select_responses,
+    synthetic_mistakes,
     trl_record,
 )
 from models.lines import split_lines
@@ -264,6 +267,17 @@ def test_data_selection_strategies():
         ("hard", False, 1),
     ]
 
+    # Synthetic records (a reference, a mistake at line 1) are kept by every selection and
+    # count in no pass rate: "hard" stays hard although its reference passes.
+    synthetic = [
+        replace(record("hard", True, 3), search=SYNTHETIC),
+        replace(record("hard", False, 0), search=SYNTHETIC),
+    ]
+    records += synthetic
+    for selection in ("full", "remove-hard", "medium-only", "revised-only"):
+        assert select_responses(records, selection)[-2:] == synthetic
+    assert {task for task, _, _ in kept("remove-hard")[:-2]} == {"easy", "mid"}
+
 
 def test_cost_and_audit_metrics():
     records = [
@@ -362,3 +376,31 @@ def test_m_star_is_the_first_wrong_line_with_a_perfect_policy(mode):
 def test_a_ground_truth_record_needs_responses_sampled_with_the_ground_truth():
     with pytest.raises(ValueError, match="ground_truth=true"):
         ground_truth_record(failing("    v1 = v0\n"))
+
+
+def test_synthetic_mistakes_are_the_reference_and_its_one_line_mistakes_labelled_exactly():
+    problems = generate(BenchmarkConfig(n_train=40, n_test=0, seed=5))
+    records = synthetic_mistakes([*problems, PROBLEM], n_mistakes=3, seed=1)
+    assert records == synthetic_mistakes([*problems, PROBLEM], n_mistakes=3, seed=1)
+    assert {r.task_id for r in records} == {p.task_id for p in problems}  # not PROBLEM
+    by_task = {p.task_id: p for p in problems}
+    for r in records:
+        problem = by_task[r.task_id]
+        assert r.search == r.source_checkpoint == SYNTHETIC and r.completions_sampled == 0
+        assert r.ground_truth == r.labels and r.prompt == problem.prompt
+        if r.response_index == 0:
+            assert r.response == problem.reference and r.passed and set(r.labels) == {1}
+            continue
+        # One line wrong: every line before it +1, it and every line after it -1 (a mistake
+        # the tests cannot see is right on every line and passes).
+        changed = [a != b for a, b in zip(r.lines, problem.reference.splitlines(), strict=False)]
+        first_changed = changed.index(True) if any(changed) else len(r.lines) - 1
+        if r.passed:
+            assert set(r.labels) == {1}
+        else:
+            assert r.labels[: r.m_star] == [1] * r.m_star and set(r.labels[r.m_star :]) == {-1}
+            assert r.m_star >= first_changed  # the lines before it are the reference's
+    assert [r.response_index for r in records if r.task_id == problems[0].task_id] == [0, 1, 2, 3]
+    assert synthetic_mistakes(problems, n_mistakes=0) == [
+        r for r in records if not r.response_index
+    ]

@@ -15,6 +15,7 @@ from app import crud
 from app.db import read_session, session_scope
 from app.orm import Artifact, LineScore, Metric, Run, RunStatus, Sample
 from models.benchmark import BenchmarkConfig, generate
+from models.labeling import SYNTHETIC
 from models.policy import build_tiny_policy, save_policy
 from models.policy_config import TinyModelConfig
 from models.tokenizer import train_tokenizer
@@ -89,7 +90,7 @@ def needs_sandbox() -> None:
 
 def test_the_job_stores_labels_and_exports_the_dataset(data_dir, policies, tmp_path):
     needs_sandbox()
-    run_id = new_run(job_config(policies, selection="full"))
+    run_id = new_run(job_config(policies, selection="full", synthetic_mistakes=2))
     assert execute_run(run_id) == "succeeded"
     with read_session() as session:
         run = session.get(Run, run_id)
@@ -97,16 +98,21 @@ def test_the_job_stores_labels_and_exports_the_dataset(data_dir, policies, tmp_p
         samples = session.scalars(select(Sample).where(Sample.run_id == run_id)).all()
         metrics = {m.name: m.value for m in session.scalars(select(Metric))}
 
-    total = len(policies) * N_PROBLEMS * N_RESPONSES
+    # every policy's responses, then each problem's reference and two one-line mistakes
+    synthetic = N_PROBLEMS * 3
+    total = len(policies) * N_PROBLEMS * N_RESPONSES + synthetic
     assert len(samples) == total
     keys = {
         (s.meta["source_checkpoint"], s.meta["task_id"], s.meta["response_index"]) for s in samples
     }
     assert len(keys) == total
+    assert sum(s.meta["search"] == SYNTHETIC for s in samples) == synthetic
+    assert metrics["labeling/synthetic_responses"] == synthetic
     for sample in samples:
         meta = sample.meta
         assert {"m_star", "labels", "completions_sampled", "tests_run", "probes"} <= set(meta)
-        assert meta["tests_run"] == 1 + meta["completions_sampled"]
+        sampled = meta["search"] != SYNTHETIC
+        assert meta["tests_run"] == (1 + meta["completions_sampled"] if sampled else 0)
         assert meta["ground_truth"] is not None  # the embedded benchmark knows every line
 
     rows = exported(run_id)
@@ -187,7 +193,11 @@ def test_labels_of_a_noisy_policy_follow_the_first_wrong_line(data_dir, noisy_po
     assert metrics["labeling/audit/exact_match"] >= 0.9
     assert metrics["labeling/rescued_fraction"] > 0
     rows = exported(run_id)
-    kept = [s for s in samples if s.passed or s.meta["m_star"] >= 1]
+    kept = [
+        s
+        for s in samples
+        if s.passed or s.meta["m_star"] >= 1 or s.meta["search"] == SYNTHETIC  # kept whole
+    ]
     assert len(rows) == len(kept) == metrics["labeling/selected/responses"]
 
 

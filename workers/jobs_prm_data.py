@@ -5,9 +5,11 @@ the JobContext as reporter, and store every labelled response the moment it is d
 ``samples`` row (meta: m*, labels, costs, probes, source checkpoint, response index) and one
 ``line_scores`` row per line (label, and on the embedded benchmark the ground truth), in its own
 transaction. That is the resume point: a re-run of the same run skips what is stored, and the
-sampling seeds make the resumed dataset identical (``models.labeling`` explains how). At the end
-the data selection is applied, the dataset exported as JSONL (artifact ``prm-dataset``, plus TRL's
-stepwise format as ``prm-dataset-trl``) and the cost, balance and audit metrics logged.
+sampling seeds make the resumed dataset identical (``models.labeling`` explains how). Then, on the
+embedded benchmark, the references and their one-line mistakes (``synthetic_mistakes``) are
+stored the same way (step: one past the last checkpoint). At the end the data selection is
+applied to the sampled responses, the dataset exported as JSONL (artifact ``prm-dataset``, plus
+TRL's stepwise format as ``prm-dataset-trl``) and the cost, balance and audit metrics logged.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from models.labeling import (
+    SYNTHETIC,
     LabeledResponse,
     LabelingConfig,
     Selection,
@@ -29,6 +32,7 @@ from models.labeling import (
     label_balance,
     policy_sampler,
     select_responses,
+    synthetic_mistakes,
     trl_record,
     write_jsonl,
 )
@@ -228,6 +232,7 @@ def export_prm_dataset(run_id: int, path: str | Path) -> dict[str, Any]:
     with read_session() as session:
         cfg = PrmDataJobConfig.model_validate(get_run(session, run_id=run_id).config)
     records = load_labeled(run_id)
+    sampled = [r for r in records if r.search != SYNTHETIC]
     selected = select_responses(
         records, cfg.selection, (cfg.medium_min_pass_rate, cfg.medium_max_pass_rate)
     )
@@ -242,10 +247,11 @@ def export_prm_dataset(run_id: int, path: str | Path) -> dict[str, Any]:
         "responses": len(records),
         "selected": len(selected),
         "metrics": {
-            **cost_metrics(records, cfg.k),
-            **label_balance(records, "labeling"),
+            **cost_metrics(sampled, cfg.k),
+            **label_balance(sampled, "labeling"),
             **label_balance(selected, "labeling/selected"),
-            **audit_metrics(records),
+            **audit_metrics(sampled),
+            "labeling/synthetic_responses": float(len(records) - len(sampled)),
         },
     }
 
@@ -276,6 +282,9 @@ def run_prm_data(ctx, cfg: PrmDataJobConfig) -> dict[str, Any]:
         ),
         done=done,
     )
+    for record in synthetic_mistakes(problems, cfg.synthetic_mistakes, cfg.seed):
+        if (record.source_checkpoint, record.task_id, record.response_index) not in done:
+            store_labeled(ctx.run_id, len(checkpoints), ids, record)
     export = export_prm_dataset(ctx.run_id, ctx.artifacts_dir / DATASET_FILE)
     times = {
         "labeling/sampling_s": timing.sampling_s,
