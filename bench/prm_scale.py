@@ -13,7 +13,9 @@ oracle) are measured on that pool in the same run.
    completions per probe), block after block until ``--label-problems`` or the labelling share
    of the time budget is spent. ``--labels ground-truth`` labels them instead by the benchmark's
    exact check of each line (no completions: several times the labels per second), which
-   separates what the PRM cannot learn from what the search mislabels.
+   separates what the PRM cannot learn from what the search mislabels. ``--synthetic N`` (the
+   prm-data job's default) adds each of those train problems' reference and N one-line
+   mistakes of it, labelled exactly (``models.labeling.synthetic_mistakes``).
 4. Per size ``LxWxH`` (layers × width × heads): a backbone of that shape — the policy itself
    when it has that shape, else a fresh model SFT-trained on the train split like the
    policy — plus a scalar head, trained as ``prm-train`` trains one (line MSE + end outcome +
@@ -49,6 +51,7 @@ from models.labeling import (
     ground_truth_record,
     label_responses,
     sample_responses,
+    synthetic_mistakes,
 )
 from models.policy import count_parameters, load_policy
 from models.policy_config import EvalConfig, SFTConfig, TinyModelConfig
@@ -144,6 +147,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default="binary",
         help="binary: the paper's search; ground-truth: the benchmark's exact line labels",
     )
+    parser.add_argument(
+        "--synthetic",
+        type=int,
+        default=LabelingConfig().synthetic_mistakes,
+        help="one-line mistakes (plus the reference) per problem of --label-problems (0: none)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seeds the policy's SFT, the labels and the PRMs"
+    )
     parser.add_argument("--pool-problems", type=int, default=128)
     parser.add_argument(
         "--pool-split",
@@ -200,6 +212,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         t0 = time.monotonic()
         result = train_sft(
             SFTConfig(
+                seed=args.seed,
                 tiny=shape,
                 steps=steps,
                 lr=width_scaled(SFTConfig().lr, shape),
@@ -247,18 +260,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         k=args.k,
         batch_size=args.batch_size,
         ground_truth=args.labels == "ground-truth",
+        seed=args.seed,
     )
     deadline = started + args.label_share * args.budget_s
     records, labelled_problems = label_until(
         train[: args.label_problems], sampler, labelling, policy_dir, deadline, block=256
     )
     label_s = time.monotonic() - t0
+    synthetic = synthetic_mistakes(train[: args.label_problems], args.synthetic, args.seed)
+    records += [PRMRecord.model_validate(dataset_record(r)) for r in synthetic]
     del sampler
     data = {
         "labels": args.labels,
         "pool_split": args.pool_split,
         "label_problems": labelled_problems,
+        "seed": args.seed,
         "records": len(records),
+        "synthetic": len(synthetic),
         "passing": sum(bool(r.passed) for r in records),
         "label_s": round(label_s, 1),
         "pool": len(sampled),
@@ -283,6 +301,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             else sft(shape, f"sft-{name}", args.sft_steps)
         )
         cfg = PRMTrainConfig(
+            seed=args.seed,
             init_from=backbone,
             steps=args.prm_steps,
             batch_size=args.prm_batch,

@@ -361,8 +361,8 @@ def synthetic_mistakes(
     """Per embedded-benchmark problem, its reference (response 0, every line +1) and up to
     ``n_mistakes`` one-line mistakes of it (``models.benchmark.one_line_mistakes``, drawn
     with a seed of the problem's id), labelled exactly. The mistakes use only (op, argument)
-    pairs that ``problems`` themselves contain."""
-    embedded = [p for p in problems if has_ground_truth(p)]
+    pairs that ``problems`` themselves contain. None at all when ``n_mistakes`` is 0."""
+    embedded = [p for p in problems if has_ground_truth(p)] if n_mistakes else []
     seen = {step for problem in embedded for step in problem_steps(problem)}
     records = []
     for problem in embedded:

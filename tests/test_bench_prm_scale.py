@@ -1,7 +1,7 @@
 """bench/prm_scale.py end to end at a toy size: a tiny policy (a few SFT steps, so that it writes
 lines to label) as the first backbone, a second size SFT-trained from scratch, one pool scored
-by both; then exact labels and a pool from the train split. Checks the wiring and the report,
-never a figure (DESIGN §6)."""
+by both; then exact labels plus synthetic mistakes and a pool from the train split. Checks the
+wiring and the report, never a figure (DESIGN §6)."""
 
 from __future__ import annotations
 
@@ -45,6 +45,7 @@ def test_bench_prm_scale_scores_one_pool_with_a_prm_per_size(
             "--label-problems", "4",
             "--responses", "2",
             "--k", "1",
+            "--synthetic", "0",
             "--pool-problems", "2",
             "--pool-samples", "4",
             "--sft-steps", "2",
@@ -75,6 +76,8 @@ def test_bench_prm_scale_scores_one_pool_with_a_prm_per_size(
             "--sizes", "1x32x2",
             "--train-problems", "42",  # the toy policy writes many empty responses: enough lines
             "--labels", "ground-truth",
+            "--synthetic", "2",
+            "--seed", "1",
             "--responses", "2",
             "--pool-split", "train",
             "--pool-problems", "2",
@@ -85,7 +88,9 @@ def test_bench_prm_scale_scores_one_pool_with_a_prm_per_size(
         ]
     )  # fmt: skip
     assert figures["data"]["labels"] == "ground-truth" and figures["data"]["pool_split"] == "train"
-    assert figures["data"]["label_problems"] == 40 and figures["data"]["records"] == 80
+    assert figures["data"]["label_problems"] == 40 and figures["data"]["seed"] == 1
+    # 2 sampled responses, the reference and 2 one-line mistakes per labelled problem
+    assert figures["data"]["synthetic"] == 40 * 3 and figures["data"]["records"] == 40 * 5
     assert figures["data"]["pool"] == 8
 
 
