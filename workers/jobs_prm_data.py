@@ -282,7 +282,10 @@ def run_prm_data(ctx, cfg: PrmDataJobConfig) -> dict[str, Any]:
         ),
         done=done,
     )
-    for record in synthetic_mistakes(problems, cfg.synthetic_mistakes, cfg.seed):
+    synthetic = synthetic_mistakes(problems, cfg.synthetic_mistakes, cfg.seed)
+    if synthetic:
+        ctx.progress(1.0, f"storing {len(synthetic)} references and one-line mistakes")
+    for record in synthetic:
         if (record.source_checkpoint, record.task_id, record.response_index) not in done:
             store_labeled(ctx.run_id, len(checkpoints), ids, record)
     export = export_prm_dataset(ctx.run_id, ctx.artifacts_dir / DATASET_FILE)
