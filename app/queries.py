@@ -16,6 +16,7 @@ from sqlalchemy import Select, String, and_, case, cast, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.orm import Artifact, LineScore, Metric, Problem, ProblemSet, Run, Sample, Worker
+from models.labeling import SYNTHETIC
 
 # ----------------------------------------------------------------------------- runs
 
@@ -380,6 +381,10 @@ def problem_sets(session: Session) -> Sequence[ProblemSet]:
 
 # ----------------------------------------------------------------------------- PRM panels
 
+SAMPLED = func.coalesce(Sample.meta["search"].as_string(), "") != SYNTHETIC
+"""A prm-data sample the policy wrote (not a reference or one-line mistake): the only kind
+with a labelling cost and a search label to audit."""
+
 
 def labeling_cost_by_length(session: Session, *, run_id: int) -> list[tuple[int, int, float]]:
     """(code lines T, failing responses, mean completions sampled) of a prm-data run, per T:
@@ -388,7 +393,7 @@ def labeling_cost_by_length(session: Session, *, run_id: int) -> list[tuple[int,
     cost = Sample.meta["completions_sampled"].as_integer()
     query = (
         select(lines, func.count(), func.avg(cost))
-        .where(Sample.run_id == run_id, Sample.passed.is_(False), lines.is_not(None))
+        .where(Sample.run_id == run_id, Sample.passed.is_(False), lines.is_not(None), SAMPLED)
         .group_by(lines)
         .order_by(lines)
     )
@@ -404,6 +409,7 @@ def label_confusion(session: Session, *, run_id: int) -> dict[tuple[int, int], i
             Sample.run_id == run_id,
             LineScore.label.is_not(None),
             LineScore.ground_truth.is_not(None),
+            SAMPLED,
         )
         .group_by(LineScore.label, LineScore.ground_truth)
     )

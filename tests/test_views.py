@@ -14,6 +14,7 @@ from app import actions, compare, crud, plots, views
 from app.db import session_scope
 from app.heatmap import score_colour
 from app.orm import LineScore, Problem, ProblemSet, Run, Sample, Worker
+from models.labeling import SYNTHETIC as SYN
 
 
 def make_run(session, kind: str, config: dict | None = None, **values) -> int:
@@ -149,13 +150,16 @@ def test_labeling_and_prm_panels(data_dir):
     with session_scope() as session:
         data = make_run(session, "prm-data", {"k": 8})
         crud.add_metrics(session, run_id=data, step=0, values={"labeling/rescued_fraction": 0.5})
-        for t, cost in ((3, 16), (3, 24), (6, 24)):
+        # three sampled responses, then a one-line mistake: written, not searched, so neither
+        # in the cost nor in the audit
+        for t, cost, search in ((3, 16, "binary"), (3, 24, "binary"), (6, 24, None), (3, 0, SYN)):
             sample = Sample(
                 run_id=data,
                 code="x",
                 verdict="failed",
                 passed=False,
-                meta={"n_code_lines": t, "completions_sampled": cost},
+                meta={"n_code_lines": t, "completions_sampled": cost}
+                | ({"search": search} if search else {}),
             )
             session.add(sample)
             session.flush()
