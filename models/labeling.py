@@ -142,9 +142,10 @@ class LabelingConfig(BaseModel):
         "left out), labelled exactly (ours; the paper labels sampled responses only). Each "
         "differs from the reference in one line's content, not in length or position: what a "
         "small PRM must learn to see. On the embedded benchmark a 2M PRM trained on sampled "
-        "responses alone ranked a problem's responses no better than chance; on 6 mistakes "
-        "per train problem it picks a passing response among 16 samples of a test problem "
-        "12 points more often than a random pick (README). 0: off.",
+        "responses alone ranked a problem's responses no better than chance; trained on 6 "
+        "mistakes per train problem, one of two trainings picked a passing response among 16 "
+        "test samples 11-12 points more often than a random pick, the other did not (README). "
+        "0: off.",
     )
     seed: int = Field(default=0, description="Root of every sampling seed.")
 
