@@ -169,9 +169,11 @@ def test_kill_9_mid_prm_data_run_resumes_on_the_users_request_without_duplicates
         "max_new_tokens": 32,
         "problems_per_block": 1,
         "selection": "full",
+        "synthetic_mistakes": 2,
         "device": "cpu",
     }
-    total = PRM_DATA_PROBLEMS * PRM_DATA_RESPONSES
+    # the sampled responses, then each problem's reference and two one-line mistakes
+    total = PRM_DATA_PROBLEMS * (PRM_DATA_RESPONSES + 3)
     first = start_worker()
     run_id = cli_submit("prm-data", config, tmp_path)
     wait_for(lambda: labelled_keys(run_id), timeout=180, what="a stored labelled response")
