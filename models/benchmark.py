@@ -458,10 +458,11 @@ def one_line_mistakes(steps: Sequence[Step], seen: Collection[Step]) -> list[lis
     mistakes never leak the test split's held-out pairs. Contrastive PRM data
     (``models.labeling.synthetic_mistakes``): the reference and its mistakes differ in one
     line's content only, which is the difference a PRM must learn to see."""
+    candidates = sorted(seen, key=str)  # a fixed order, so seeded draws repeat
     mistakes: list[list[Step]] = []
     for i, (op, arg) in enumerate(steps):
         kind = OPS[op].arg
-        for other_op, other_arg in sorted(seen, key=str):
+        for other_op, other_arg in candidates:
             same_op = other_op == op and other_arg != arg
             swapped = other_op != op and OPS[other_op].arg == kind and other_arg == arg
             if (same_op or swapped) and _feasible((other_op, other_arg), i + 1):

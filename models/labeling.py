@@ -708,6 +708,12 @@ def pass_rates(records: Sequence[LabeledResponse]) -> dict[str, float]:
     return {task: float(np.mean(passed)) for task, passed in outcomes.items()}
 
 
+def sampled_responses(records: Sequence[LabeledResponse]) -> list[LabeledResponse]:
+    """The responses a policy wrote, without the synthetic ones: what the pass rates, the
+    labelling cost and the audit are about."""
+    return [r for r in records if r.search != SYNTHETIC]
+
+
 def select_responses(
     records: Sequence[LabeledResponse],
     selection: Selection,
@@ -715,7 +721,7 @@ def select_responses(
 ) -> list[LabeledResponse]:
     """Paper Table 2's data selection (definitions in the prm-data job's help text) of the
     sampled responses; synthetic records are kept whole and count in no pass rate."""
-    sampled = [r for r in records if r.search != SYNTHETIC]
+    sampled = sampled_responses(records)
     synthetic = [r for r in records if r.search == SYNTHETIC]
     if selection == "full":
         return [*sampled, *synthetic]

@@ -21,7 +21,6 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from models.labeling import (
-    SYNTHETIC,
     LabeledResponse,
     LabelingConfig,
     Selection,
@@ -31,6 +30,7 @@ from models.labeling import (
     dataset_record,
     label_balance,
     policy_sampler,
+    sampled_responses,
     select_responses,
     synthetic_mistakes,
     trl_record,
@@ -232,7 +232,7 @@ def export_prm_dataset(run_id: int, path: str | Path) -> dict[str, Any]:
     with read_session() as session:
         cfg = PrmDataJobConfig.model_validate(get_run(session, run_id=run_id).config)
     records = load_labeled(run_id)
-    sampled = [r for r in records if r.search != SYNTHETIC]
+    sampled = sampled_responses(records)
     selected = select_responses(
         records, cfg.selection, (cfg.medium_min_pass_rate, cfg.medium_max_pass_rate)
     )
