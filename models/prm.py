@@ -15,8 +15,9 @@ Training, top to bottom (``train_prm``):
    several newlines).
 3. Regress the output at those tokens onto the labels (MSE; BCE as an option); every other
    position is masked out of the loss, and so are neutral lines (label 0) unless configured.
-4. Every ``eval_every`` steps compute the validation loss; stop after ``patience`` evaluations
-   without a new best and keep the best weights.
+4. Every ``eval_every`` steps compute the validation loss (and log the end score's AUCs beside
+   it, ``val/…``); stop after ``patience`` evaluations without a new best and keep the best
+   weights.
 5. Score the validation lines: accuracy and ROC-AUC (neutral lines excluded), first-error
    localisation on failing responses, the calibration curve.
 
@@ -919,8 +920,15 @@ def train_prm(
             loop.losses.clear()
         if done % cfg.eval_every == 0 or done == cfg.steps:
             if is_main():  # the other processes wait at the broadcast below
-                val_loss, _, _ = validation_loss(prm, val, val_problems, pad_id, cfg)
-                reporter.metrics(done, {"losses/prm_val": val_loss})
+                val_loss, _, ends = validation_loss(prm, val, val_problems, pad_id, cfg)
+                # the end score's AUCs and accuracy as curves beside the loss (raw outputs: the
+                # BCE's sigmoid moves neither); the within-problem AUC is what reranking needs
+                curves = end_metrics(ends, val, val_problems)
+                reporter.metrics(
+                    done,
+                    {"losses/prm_val": val_loss}
+                    | {f"val/{name.removeprefix('prm/')}": v for name, v in finite(curves).items()},
+                )
                 if val_loss < loop.best_loss:
                     loop.best_loss, loop.best_step, loop.evals_since_best = val_loss, done, 0
                     best_weights = cpu_copy(prm)

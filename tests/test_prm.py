@@ -447,6 +447,11 @@ def test_a_tiny_prm_beats_a_constant_predictor(
     min_end_auc = {0.0: 0.5, 1.0: 0.7}[rank_weight]
     assert result.metrics["prm/end_auc"] > min_end_auc, result.metrics
     assert result.best_val_loss == min(v for _, v in reporter.series("losses/prm_val"))
+    # the end score's within-problem AUC is a curve beside the validation loss, and at the
+    # best step it is the final evaluation's (the same weights)
+    curve = dict(reporter.series("val/end_pairwise_auc"))
+    assert list(curve) == [step for step, _ in reporter.series("losses/prm_val")]
+    assert curve[result.best_step] == pytest.approx(result.metrics["prm/end_pairwise_auc"])
     assert result.checkpoint.name == f"step_{result.best_step:06d}"
     assert (result.checkpoint / PRM_JSON).is_file()
     summary = result.summary()
