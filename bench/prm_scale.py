@@ -14,19 +14,25 @@ oracle) are measured on that pool in the same run.
    of the time budget is spent. ``--labels ground-truth`` labels them instead by the benchmark's
    exact check of each line (no completions: several times the labels per second), which
    separates what the PRM cannot learn from what the search mislabels. ``--synthetic N`` (the
-   prm-data job's default) adds each of those train problems' reference and N one-line
-   mistakes of it, labelled exactly (``models.labeling.synthetic_mistakes``).
-4. Per size ``LxWxH`` (layers × width × heads): a backbone of that shape — the policy itself
+   prm-data job's default) adds the reference and N one-line mistakes of each of the first
+   ``--synthetic-problems`` train problems (default: the labelled ones), labelled exactly
+   (``models.labeling.synthetic_mistakes``); with ``--label-problems 0`` they are all the data.
+4. Per size ``LxWxH`` (layers × width × heads) and per PRM seed (``--prm-seeds``: the head,
+   the data order and the validation split): a backbone of that shape — the policy itself
    when it has that shape, else a fresh model SFT-trained on the train split like the
    policy — plus a scalar head, trained as ``prm-train`` trains one (line MSE + end outcome +
-   ranking loss), then the pool's best-of-K table and within-problem AUC.
+   ranking loss), then the pool's best-of-K table and within-problem AUC. Several PRM seeds on
+   one policy and one pool measure how much the PRM's training alone moves the result; their
+   mean (``models.prm.mean_pool``: an ensemble) gets a row of its own, ``prm_seed`` "mean".
 
-Sizes run smallest first and each row is appended to ``--out`` (JSONL) as it finishes, so a
-run stopped by its time budget keeps what it measured. Without CUDA it prints ``{"skipped":
-...}`` unless ``--device cpu`` asks for a (small) CPU run.
+Sizes run smallest first, each size's seeds in turn, and each row is appended to ``--out``
+(JSONL) as it finishes, so a run stopped by its time budget keeps what it measured. Without
+CUDA it prints ``{"skipped": ...}`` unless ``--device cpu`` asks for a (small) CPU run.
 
     python -m bench.prm_scale --budget-s 420 --out rows.jsonl
     python -m bench.prm_scale --device cpu --sizes 2x64x2 --label-problems 16 ...  # smoke
+    python -m bench.prm_scale --device cpu --sizes 4x192x4 --label-problems 0 \
+        --synthetic-problems 4744 --prm-seeds 1,2 --prm-steps 3000 ...  # README's recipe
 
 The last line of output is one JSON object (DESIGN §6).
 """
@@ -55,7 +61,15 @@ from models.labeling import (
 )
 from models.policy import count_parameters, load_policy
 from models.policy_config import EvalConfig, SFTConfig, TinyModelConfig
-from models.prm import PRMRecord, load_prm, rerank_metrics, score_pool, train_prm
+from models.prm import (
+    PooledResponse,
+    PRMRecord,
+    load_prm,
+    mean_pool,
+    rerank_metrics,
+    score_pool,
+    train_prm,
+)
 from models.prm_config import PRMTrainConfig
 from models.problems import Problem
 from models.reporting import PrintingReporter
@@ -98,6 +112,19 @@ def width_scaled(lr: float, shape: TinyModelConfig) -> float:
     """A learning rate tuned at the policy's width, scaled as 1/width (muP's rule for Adam on
     hidden matrices), so that every size gets a comparable step, not one tuned per size."""
     return lr * POLICY_SHAPE.n_embd / shape.n_embd
+
+
+def pool_figures(pool: Sequence[PooledResponse]) -> dict[str, Any]:
+    """A scored pool's within-problem AUC per aggregate and best-of-K table (in %)."""
+    metrics, table = rerank_metrics(pool, KS)
+    return {
+        "pool_pairwise": {
+            key.removeprefix("prm/pairwise_"): round(value, 3)
+            for key, value in metrics.items()
+            if key.startswith("prm/pairwise_")
+        },
+        "best_of": {k: {n: round(100 * v, 1) for n, v in r.items()} for k, r in table.items()},
+    }
 
 
 def label_until(
@@ -151,10 +178,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--synthetic",
         type=int,
         default=LabelingConfig().synthetic_mistakes,
-        help="one-line mistakes (plus the reference) per problem of --label-problems (0: none)",
+        help="one-line mistakes (plus the reference) per problem (0: none)",
     )
     parser.add_argument(
-        "--seed", type=int, default=0, help="seeds the policy's SFT, the labels and the PRMs"
+        "--synthetic-problems",
+        type=int,
+        help="the first N train problems get the reference and mistakes (default: "
+        "--label-problems)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seeds the policy's SFT, the labels and the mistakes"
+    )
+    parser.add_argument(
+        "--prm-seeds",
+        default="",
+        help="comma-separated PRM seeds, one PRM per size and seed (default: --seed)",
     )
     parser.add_argument("--pool-problems", type=int, default=128)
     parser.add_argument(
@@ -180,7 +218,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "(the policy and the pool count against it)",
     )
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--out", type=Path, help="append each size's row here (JSONL)")
+    parser.add_argument("--out", type=Path, help="append each PRM's row here (JSONL)")
     args = parser.parse_args(argv)
     if args.device == "auto" and not torch.cuda.is_available():
         figures = {"skipped": "no CUDA device (--device cpu runs it on the CPU)"}
@@ -188,6 +226,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return figures
     device = "cuda" if args.device == "auto" else args.device
     shapes = [parse_shape(s) for s in args.sizes.split(",")]
+    prm_seeds = [int(s) for s in args.prm_seeds.split(",")] if args.prm_seeds else [args.seed]
     started = time.monotonic()
     root = Path(tempfile.mkdtemp(prefix="prm-scale-"))
     reporter = PrintingReporter()
@@ -267,7 +306,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         train[: args.label_problems], sampler, labelling, policy_dir, deadline, block=256
     )
     label_s = time.monotonic() - t0
-    synthetic = synthetic_mistakes(train[: args.label_problems], args.synthetic, args.seed)
+    synthetic_problems = (
+        args.label_problems if args.synthetic_problems is None else args.synthetic_problems
+    )
+    synthetic = synthetic_mistakes(train[:synthetic_problems], args.synthetic, args.seed)
     records += [PRMRecord.model_validate(dataset_record(r)) for r in synthetic]
     del sampler
     data = {
@@ -284,64 +326,73 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     print(f"data: {data}", flush=True)
 
-    # ---- 4. one PRM per size ----
-    sizes: dict[str, dict[str, Any]] = {}  # LxWxH -> its row
-    skipped: list[str] = []
-    last_s = 0.0
-    for shape in shapes:
-        name = shape_name(shape)
-        remaining = args.budget_s - (time.monotonic() - started)
-        if remaining < 1.5 * last_s:  # the sizes grow: this one would not finish
-            skipped.append(name)
-            continue
-        t0 = time.monotonic()
-        backbone, sft_s = (
-            (policy_dir, 0.0)
-            if is_shape_of(shape, model)
-            else sft(shape, f"sft-{name}", args.sft_steps)
-        )
-        cfg = PRMTrainConfig(
-            seed=args.seed,
-            init_from=backbone,
-            steps=args.prm_steps,
-            batch_size=args.prm_batch,
-            lr=width_scaled(args.prm_lr, shape),
-            eval_every=50,
-            patience=6,
-            checkpoint_every=0,
-            device=device,
-        )
-        result = train_prm(cfg, records, reporter, root / f"prm-{name}")
-        prm, prm_tokenizer, loss = load_prm(result.checkpoint, device)
-        pool = score_pool(prm, prm_tokenizer, loss, pool_problems, sampled, batch_size=256)
-        metrics, table = rerank_metrics(pool, KS)
-        last_s = time.monotonic() - t0
-        row = {
-            "params_m": round(count_parameters(prm) / 1e6, 1),
-            "sft_s": round(sft_s, 1),
-            "prm_s": round(result.train_seconds, 1),
-            "best_step": result.best_step,
-            **{
-                key: round(result.metrics.get(f"prm/{metric}", float("nan")), 3)
-                for key, metric in VALIDATION_METRICS.items()
-            },
-            "pool_pairwise": {
-                key.removeprefix("prm/pairwise_"): round(value, 3)
-                for key, value in metrics.items()
-                if key.startswith("prm/pairwise_")
-            },
-            "best_of": {k: {n: round(100 * v, 1) for n, v in r.items()} for k, r in table.items()},
-        }
-        sizes[name] = row
-        print(json.dumps({"size": name, **row}), flush=True)
+    # ---- 4. one PRM per size and PRM seed (and their mean) ----
+    rows: list[dict[str, Any]] = []  # in the order trained
+
+    def report(row: dict[str, Any]) -> None:
+        rows.append(row)
+        print(json.dumps(row), flush=True)
         if args.out:
             with args.out.open("a") as f:
-                f.write(json.dumps({"size": name, **row, "data": data}) + "\n")
-        del prm
+                f.write(json.dumps({**row, "data": data}) + "\n")
+
+    skipped: list[str] = []
+    last_s = 0.0  # the last PRM's time: sizes grow, so the next one takes at least as long
+    for shape in shapes:
+        name = shape_name(shape)
+        backbone: str | None = None  # SFT-trained once per size, shared by its seeds
+        sft_s = 0.0
+        pools: list[list[PooledResponse]] = []  # the pool as each of this size's PRMs scored it
+        for prm_seed in prm_seeds:
+            remaining = args.budget_s - (time.monotonic() - started)
+            if remaining < 1.5 * last_s:  # it would not finish
+                skipped.append(f"{name} seed {prm_seed}")
+                continue
+            t0 = time.monotonic()
+            if backbone is None:
+                backbone, sft_s = (
+                    (policy_dir, 0.0)
+                    if is_shape_of(shape, model)
+                    else sft(shape, f"sft-{name}", args.sft_steps)
+                )
+            cfg = PRMTrainConfig(
+                seed=prm_seed,
+                init_from=backbone,
+                steps=args.prm_steps,
+                batch_size=args.prm_batch,
+                lr=width_scaled(args.prm_lr, shape),
+                eval_every=50,
+                patience=6,
+                checkpoint_every=0,
+                device=device,
+            )
+            result = train_prm(cfg, records, reporter, root / f"prm-{name}-seed{prm_seed}")
+            prm, prm_tokenizer, loss = load_prm(result.checkpoint, device)
+            pools.append(
+                score_pool(prm, prm_tokenizer, loss, pool_problems, sampled, batch_size=256)
+            )
+            last_s = time.monotonic() - t0
+            row = {
+                "size": name,
+                "prm_seed": prm_seed,
+                "params_m": round(count_parameters(prm) / 1e6, 1),
+                "sft_s": round(sft_s, 1),
+                "prm_s": round(result.train_seconds, 1),
+                "best_step": result.best_step,
+                **{
+                    key: round(result.metrics.get(f"prm/{metric}", float("nan")), 3)
+                    for key, metric in VALIDATION_METRICS.items()
+                },
+                **pool_figures(pools[-1]),
+            }
+            report(row)
+            del prm
+        if len(pools) > 1:  # the ensemble: the pool scored by the mean of this size's PRMs
+            report({"size": name, "prm_seed": "mean", **pool_figures(mean_pool(pools))})
     del model
 
-    figures = {"bench": "prm_scale", "device": device, "data": data, "sizes": sizes}
-    figures["skipped_sizes"] = skipped
+    figures = {"bench": "prm_scale", "device": device, "data": data, "rows": rows}
+    figures["skipped"] = skipped
     if torch.cuda.is_available() and device == "cuda":
         figures["gpu"] = torch.cuda.get_device_name()
     figures["wall_s"] = round(time.monotonic() - started, 1)

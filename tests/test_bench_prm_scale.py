@@ -57,8 +57,8 @@ def test_bench_prm_scale_scores_one_pool_with_a_prm_per_size(
     )  # fmt: skip
     assert figures["data"]["label_problems"] == 4 and figures["data"]["records"] == 8
     assert figures["data"]["pool"] == 8
-    assert list(figures["sizes"]) == ["1x32x2", "1x48x2"]
-    first, second = figures["sizes"].values()
+    assert [row["size"] for row in figures["rows"]] == ["1x32x2", "1x48x2"]
+    first, second = figures["rows"]
     assert first["sft_s"] == 0.0 and second["sft_s"] > 0  # the policy is the first's backbone
     assert list(first["best_of"]) == ["4"]  # only the K a pool of 4 per problem allows
     assert set(first["best_of"]["4"]) >= {"prm_end", "random", "oracle", "policy_logprob"}
@@ -66,7 +66,7 @@ def test_bench_prm_scale_scores_one_pool_with_a_prm_per_size(
         "1x32x2",
         "1x48x2",
     ]
-    assert figures["skipped_sizes"] == []
+    assert figures["skipped"] == []
 
     # exact labels, and a pool of train problems that the labelling leaves out
     figures = main(
@@ -77,7 +77,9 @@ def test_bench_prm_scale_scores_one_pool_with_a_prm_per_size(
             "--train-problems", "42",  # the toy policy writes many empty responses: enough lines
             "--labels", "ground-truth",
             "--synthetic", "2",
+            "--synthetic-problems", "30",
             "--seed", "1",
+            "--prm-seeds", "3,4",
             "--responses", "2",
             "--pool-split", "train",
             "--pool-problems", "2",
@@ -89,9 +91,16 @@ def test_bench_prm_scale_scores_one_pool_with_a_prm_per_size(
     )  # fmt: skip
     assert figures["data"]["labels"] == "ground-truth" and figures["data"]["pool_split"] == "train"
     assert figures["data"]["label_problems"] == 40 and figures["data"]["seed"] == 1
-    # 2 sampled responses, the reference and 2 one-line mistakes per labelled problem
-    assert figures["data"]["synthetic"] == 40 * 3 and figures["data"]["records"] == 40 * 5
+    # 2 sampled responses per labelled problem, the reference and 2 one-line mistakes of 30
+    assert figures["data"]["synthetic"] == 30 * 3 and figures["data"]["records"] == 40 * 2 + 90
     assert figures["data"]["pool"] == 8
+    # one PRM per seed, both on the policy as backbone, then the pool scored by their mean
+    assert [(row["size"], row["prm_seed"]) for row in figures["rows"]] == [
+        ("1x32x2", 3),
+        ("1x32x2", 4),
+        ("1x32x2", "mean"),
+    ]
+    assert set(figures["rows"][2]["best_of"]["4"]) >= {"prm_end", "random", "oracle"}
 
 
 def test_a_size_that_is_not_layers_by_width_by_heads_names_the_format() -> None:
