@@ -1054,10 +1054,10 @@ def score_pool(
 
 def mean_pool(pools: Sequence[Sequence[PooledResponse]]) -> list[PooledResponse]:
     """One pool scored by several PRMs → the same responses scored by the PRMs' mean, line by
-    line and at the end (an ensemble). PRMs trained from different seeds can err on different
-    responses: on the embedded benchmark the mean of a PRM that reranked below a random pick
-    and one that reranked well beat both (``bench.prm_scale``, README). An end past one
-    PRM's window (None) makes the mean's None too."""
+    line and at the end (an ensemble). PRMs trained from different seeds err on different
+    responses: on the embedded benchmark the mean of a PRM that reranked no better than a
+    random pick and one that reranked well beat both (README, "PRM seeds, and their mean").
+    An end past one PRM's window (None) makes the mean's None too."""
     if not pools or len({len(pool) for pool in pools}) != 1:
         raise ValueError("mean_pool needs one or more pools of the same responses")
     mean: list[PooledResponse] = []
