@@ -90,7 +90,9 @@ def needs_sandbox() -> None:
 
 def test_the_job_stores_labels_and_exports_the_dataset(data_dir, policies, tmp_path):
     needs_sandbox()
-    run_id = new_run(job_config(policies, selection="full", synthetic_mistakes=2))
+    run_id = new_run(
+        job_config(policies, selection="full", synthetic_mistakes=2, synthetic_problems=6)
+    )
     assert execute_run(run_id) == "succeeded"
     with read_session() as session:
         run = session.get(Run, run_id)
@@ -98,8 +100,9 @@ def test_the_job_stores_labels_and_exports_the_dataset(data_dir, policies, tmp_p
         samples = session.scalars(select(Sample).where(Sample.run_id == run_id)).all()
         metrics = {m.name: m.value for m in session.scalars(select(Metric))}
 
-    # every policy's responses, then each problem's reference and two one-line mistakes
-    synthetic = N_PROBLEMS * 3
+    # every policy's responses, then the reference and two one-line mistakes of each of the
+    # first 6 problems: the 4 sampled and 2 that no policy was asked to answer
+    synthetic = 6 * 3
     total = len(policies) * N_PROBLEMS * N_RESPONSES + synthetic
     assert len(samples) == total
     keys = {
@@ -107,6 +110,11 @@ def test_the_job_stores_labels_and_exports_the_dataset(data_dir, policies, tmp_p
     }
     assert len(keys) == total
     assert sum(s.meta["search"] == SYNTHETIC for s in samples) == synthetic
+    train = [p.task_id for p in generate(BENCH) if p.meta["split"] == "train"]
+    assert {s.meta["task_id"] for s in samples if s.meta["search"] == SYNTHETIC} == set(train[:6])
+    assert {s.meta["task_id"] for s in samples if s.meta["search"] != SYNTHETIC} == set(
+        train[:N_PROBLEMS]
+    )
     assert metrics["labeling/synthetic_responses"] == synthetic
     for sample in samples:
         meta = sample.meta

@@ -6,8 +6,9 @@ the JobContext as reporter, and store every labelled response the moment it is d
 ``line_scores`` row per line (label, and on the embedded benchmark the ground truth), in its own
 transaction. That is the resume point: a re-run of the same run skips what is stored, and the
 sampling seeds make the resumed dataset identical (``models.labeling`` explains how). Then, on the
-embedded benchmark, the references and their one-line mistakes (``synthetic_mistakes``) are
-stored the same way (step: one past the last checkpoint). At the end the data selection is
+embedded benchmark, the references and their one-line mistakes (``synthetic_mistakes``) of the
+first ``synthetic_problems`` problems are stored the same way (step: one past the last
+checkpoint). At the end the data selection is
 applied to the sampled responses, the dataset exported as JSONL (artifact ``prm-dataset``, plus
 TRL's stepwise format as ``prm-dataset-trl``) and the cost, balance and audit metrics logged.
 """
@@ -73,6 +74,15 @@ class PrmDataJobConfig(LabelingConfig):
         ge=1,
         description="Label only the first N problems of the split (empty: all). The paper "
         "labels its whole training set; 500 keeps the embedded benchmark laptop-sized.",
+    )
+    synthetic_problems: int | None = Field(
+        default=None,
+        ge=1,
+        description="The first N problems of the split that get their reference and "
+        "synthetic_mistakes one-line mistakes (empty: the same ones as max_problems). They need "
+        "no sampling, so they can cover far more problems than are sampled: the README's 2M "
+        "PRMs that passed issue #7's reranking goal learnt from 4,744 train problems' mistakes "
+        "and no sampled response.",
     )
     selection: Selection = Field(
         default="revised-only",
@@ -264,8 +274,8 @@ def run_prm_data(ctx, cfg: PrmDataJobConfig) -> dict[str, Any]:
     from workers.problemsets import sandbox_run_batch
 
     checkpoints = resolve_checkpoints(cfg)
-    name, (problems,) = load_source(cfg.data, [cfg.split])
-    problems = problems[: cfg.max_problems]
+    name, (split,) = load_source(cfg.data, [cfg.split])
+    problems = split[: cfg.max_problems]
     if not problems:
         raise ValueError(f"problem set {name!r} has no problems in split {cfg.split!r}")
     ids = problem_ids(name)
@@ -282,10 +292,12 @@ def run_prm_data(ctx, cfg: PrmDataJobConfig) -> dict[str, Any]:
         ),
         done=done,
     )
-    synthetic = synthetic_mistakes(problems, cfg.synthetic_mistakes, cfg.seed)
-    if synthetic:
-        ctx.progress(1.0, f"storing {len(synthetic)} references and one-line mistakes")
-    for record in synthetic:
+    synthetic = synthetic_mistakes(
+        split[: cfg.synthetic_problems or cfg.max_problems], cfg.synthetic_mistakes, cfg.seed
+    )
+    for index, record in enumerate(synthetic):
+        if index % 1000 == 0:
+            ctx.progress(1.0, f"storing references and one-line mistakes: {index}/{len(synthetic)}")
         if (record.source_checkpoint, record.task_id, record.response_index) not in done:
             store_labeled(ctx.run_id, len(checkpoints), ids, record)
     export = export_prm_dataset(ctx.run_id, ctx.artifacts_dir / DATASET_FILE)
