@@ -8,9 +8,9 @@ transaction. That is the resume point: a re-run of the same run skips what is st
 sampling seeds make the resumed dataset identical (``models.labeling`` explains how). Then, on the
 embedded benchmark, the references and their one-line mistakes (``synthetic_mistakes``) of the
 first ``synthetic_problems`` problems are stored the same way (step: one past the last
-checkpoint). At the end the data selection is
-applied to the sampled responses, the dataset exported as JSONL (artifact ``prm-dataset``, plus
-TRL's stepwise format as ``prm-dataset-trl``) and the cost, balance and audit metrics logged.
+checkpoint). At the end the data selection is applied to the sampled responses, the dataset
+exported as JSONL (artifact ``prm-dataset``, plus TRL's stepwise format as
+``prm-dataset-trl``) and the cost, balance and audit metrics logged.
 """
 
 from __future__ import annotations
