@@ -73,7 +73,7 @@ from models.lines import segment_ids, split_lines
 from models.policy import autocast_for, load_policy, save_policy
 from models.policy_config import EvalConfig, SamplingParams
 from models.ppo_config import PPOConfig
-from models.prm import load_prm, to_scores
+from models.prm import Scorer, critic_start, load_prm, to_scores
 from models.problems import Problem, exec_request, verdict_fields
 from models.reporting import AtFraction, Reporter
 from models.sampling import Generation, make_sampler
@@ -219,7 +219,7 @@ def critic_values(critic: ValueModel, batch: Packed) -> torch.Tensor:
     return values.gather(1, batch.state_index)
 
 
-def prm_token_scores(prm: ValueModel, batch: Packed, loss: str = "mse") -> torch.Tensor:
+def prm_token_scores(prm: Scorer, batch: Packed, loss: str = "mse") -> torch.Tensor:
     """The PRM's score of the prefix through response token j, (B, R): position P + j, on the
     label scale [−1, 1] (a BCE-trained PRM's logits go through ``to_scores``)."""
     with autocast_for(batch.input_ids.device):
@@ -354,7 +354,8 @@ def make_critic(
         return ValueModel.load(Path(resume_dir) / "critic", dtype=fp32)
     if cfg.value_init:
         assert prm_dir is not None  # PPOConfig users pass one; train_ppo checks it
-        return ValueModel.load(prm_dir, dtype=fp32)  # ValueInit: the PRM's weights, nothing more
+        # ValueInit: the PRM's weights, nothing more (an ensemble's best member)
+        return ValueModel.load(critic_start(prm_dir), dtype=fp32)
     return ValueModel.from_policy(policy_dir, seed=cfg.seed, dtype=fp32)
 
 
@@ -396,9 +397,9 @@ def train_ppo(
     if prm_dir is not None:
         prm, _, prm_loss = load_prm(prm_dir, device=str(device))
         prm.requires_grad_(False)
-        if prm.backbone.config.vocab_size != policy.config.vocab_size:
+        if prm.config.vocab_size != policy.config.vocab_size:
             raise ValueError(
-                f"the PRM at {prm_dir} has a vocabulary of {prm.backbone.config.vocab_size}, the "
+                f"the PRM at {prm_dir} has a vocabulary of {prm.config.vocab_size}, the "
                 f"policy {policy.config.vocab_size}: train the PRM from this policy's SFT model"
             )
     critic = make_critic(cfg, policy_dir, prm_dir, resume_dir)

@@ -56,7 +56,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
 
 from models.distributed import all_reduce_sum, broadcast, ddp, is_main, rank_device, shard, world
 from models.evaluation import RunBatch, SampleRecord, evaluate, pass_at_k
@@ -272,14 +272,15 @@ def to_scores(raw: torch.Tensor, loss: Loss) -> torch.Tensor:
     return raw if loss == "mse" else 2 * torch.sigmoid(raw) - 1
 
 
-def context_length(prm: ValueModel) -> int:
-    """The most positions the backbone can see (no limit declared: effectively unbounded)."""
-    return getattr(prm.backbone.config, "max_position_embeddings", None) or 1_000_000
+def context_length(config: PretrainedConfig) -> int:
+    """The most positions a backbone of ``config`` can see (no limit declared: effectively
+    unbounded)."""
+    return getattr(config, "max_position_embeddings", None) or 1_000_000
 
 
 @torch.no_grad()
 def line_outputs(
-    prm: ValueModel, examples: Sequence[Example], pad_id: int, batch_size: int
+    prm: Scorer, examples: Sequence[Example], pad_id: int, batch_size: int
 ) -> tuple[list[list[float]], list[float | None]]:
     """Raw outputs at every line end of every example, and at its end-of-response token (None
     past the window), batched."""
@@ -301,7 +302,7 @@ def line_outputs(
 
 
 def score_responses(
-    prm: ValueModel,
+    prm: Scorer,
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[str],
     responses: Sequence[str],
@@ -315,7 +316,7 @@ def score_responses(
 
 
 def score_lines_and_ends(
-    prm: ValueModel,
+    prm: Scorer,
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[str],
     responses: Sequence[str],
@@ -325,7 +326,7 @@ def score_lines_and_ends(
 ) -> tuple[list[list[float]], list[float | None]]:
     """``score_responses`` plus each response's end score: the PRM at an EOS after it, which
     a PRM trained with ``outcome_labels`` reads as "this program, as written, passes"."""
-    window = context_length(prm)
+    window = context_length(prm.config)
     examples = [encode(tokenizer, p, r, window) for p, r in zip(prompts, responses, strict=True)]
     for example, response in zip(examples, responses, strict=True):
         n_lines = len(split_lines(response))
@@ -344,31 +345,94 @@ def score_lines_and_ends(
 # ============================================================================ checkpoints
 
 
+class PRMEnsemble(torch.nn.Module):
+    """Several PRMs trained from one policy, scored as one: the mean of their raw outputs at
+    every position (a BCE ensemble's mean logit). Members trained from different seeds err on
+    different responses, so the mean ranks better than most of its members (README, "PRM
+    seeds, and their mean"). Costs one forward pass per member."""
+
+    def __init__(self, members: Sequence[ValueModel]) -> None:
+        super().__init__()
+        self.members = torch.nn.ModuleList(members)
+
+    @property
+    def config(self) -> PretrainedConfig:
+        return self.members[0].config  # one architecture: every member starts from the policy
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T) → (B, T), the members' mean."""
+        return torch.stack([m(input_ids, attention_mask) for m in self.members]).mean(0)
+
+
+Scorer = ValueModel | PRMEnsemble  # what ``load_prm`` gives and every scoring function takes
+
+
 def save_prm(
     folder: Path,
     prm: ValueModel,
     tokenizer: PreTrainedTokenizerBase,
     cfg: PRMTrainConfig,
-    step: int,
+    loop: LoopState,
     metrics: dict[str, float],
 ) -> Path:
+    """A PRM's folder: the weights of ``loop.best_step`` and ``prm.json`` (loss, step, how
+    training ended, config, metrics)."""
     prm.save(folder, tokenizer)
-    meta = {"loss": cfg.loss, "step": step, "config": cfg.model_dump(mode="json")}
+    meta = {
+        "loss": cfg.loss,
+        "step": loop.best_step,
+        "steps_done": loop.done,
+        "stopped_early": loop.stopped_early,
+        "config": cfg.model_dump(mode="json"),
+    }
     (folder / PRM_JSON).write_text(json.dumps({**meta, "metrics": metrics}, indent=2))
     return folder
 
 
+def save_ensemble(
+    folder: Path,
+    members: Sequence[str],
+    tokenizer: PreTrainedTokenizerBase,
+    cfg: PRMTrainConfig,
+    step: int,
+    metrics: dict[str, float],
+) -> Path:
+    """An ensemble's folder: its members' PRM folders (``members``: their names inside it,
+    the lowest validation loss first), the shared tokenizer, and ``prm.json`` listing them."""
+    tokenizer.save_pretrained(folder)
+    meta = {"loss": cfg.loss, "step": step, "members": list(members)}
+    meta |= {"config": cfg.model_dump(mode="json"), "metrics": metrics}
+    (folder / PRM_JSON).write_text(json.dumps(meta, indent=2))
+    return folder
+
+
+def prm_meta(folder: Path) -> dict[str, Any]:
+    """``prm.json``, or {} for a folder without one (a PPO critic)."""
+    meta = folder / PRM_JSON
+    return json.loads(meta.read_text()) if meta.is_file() else {}
+
+
 def load_prm(
     folder: str | Path, device: str = "auto"
-) -> tuple[ValueModel, PreTrainedTokenizerBase, Loss]:
-    """A saved PRM in eval mode, its tokenizer, and the loss it was trained with (a folder
-    without ``prm.json`` — a PPO critic — reads as MSE: raw values are its scores)."""
+) -> tuple[Scorer, PreTrainedTokenizerBase, Loss]:
+    """A saved PRM or ensemble in eval mode, its tokenizer, and the loss it was trained with
+    (a folder without ``prm.json`` — a PPO critic — reads as MSE: raw values are its scores)."""
     folder = Path(folder)
-    prm = ValueModel.load(folder).to(pick_device(device)).eval()
+    meta = prm_meta(folder)
+    prm: Scorer = (
+        PRMEnsemble([ValueModel.load(folder / name) for name in meta["members"]])
+        if "members" in meta
+        else ValueModel.load(folder)
+    )
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(folder))
-    meta = folder / PRM_JSON
-    loss: Loss = json.loads(meta.read_text())["loss"] if meta.is_file() else "mse"
-    return prm, tokenizer, loss
+    return prm.to(pick_device(device)).eval(), tokenizer, meta.get("loss", "mse")
+
+
+def critic_start(folder: str | Path) -> Path:
+    """The folder PPO's ValueInit loads the critic from: the PRM's own, or an ensemble's
+    member with the lowest validation loss (the critic is one network)."""
+    folder = Path(folder)
+    return folder / prm_meta(folder)["members"][0] if "members" in prm_meta(folder) else folder
 
 
 def score_table(
@@ -640,7 +704,7 @@ def finite(metrics: dict[str, float]) -> dict[str, float]:
 @dataclass
 class PRMResult:
     checkpoint: Path
-    best_step: int
+    best_step: int  # an ensemble's: the run's last step (its metrics are logged there)
     steps_done: int
     stopped_early: bool
     best_val_loss: float
@@ -649,6 +713,7 @@ class PRMResult:
     metrics: dict[str, float]  # prm/… on the validation labels
     calibration: list[dict[str, float]]
     roc: list[tuple[float, float]]  # (false-positive rate, true-positive rate), lines
+    members: list[dict[str, Any]] = field(default_factory=list)  # an ensemble's, as trained
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -662,6 +727,7 @@ class PRMResult:
             "metrics": finite(self.metrics),
             "calibration": self.calibration,
             "roc": self.roc,
+            **({"members": self.members} if self.members else {}),
         }
 
 
@@ -683,142 +749,29 @@ def supervised_lines(examples: Sequence[Example], skip_neutral: bool) -> int:
     return sum(sum(1 for y in e.labels if y or not skip_neutral) for e in examples)
 
 
-def validation_loss(
-    prm: ValueModel,
-    examples: Sequence[Example],
-    problems: Sequence[str],
-    pad_id: int,
-    cfg: PRMTrainConfig,
-) -> tuple[float, list[list[float]], list[float | None]]:
-    """The loss as in training — the mean over validation line ends and labelled ends, plus
-    the weighted ranking loss over every pair of one problem — and the raw outputs at line
-    ends and at ends."""
-    raw, ends = line_outputs(prm, examples, pad_id, cfg.eval_batch_size)
-    kept = [
-        (o, y)
-        for os, e in zip(raw, examples, strict=True)
-        for o, y in zip(os, e.labels, strict=True)
-        if y or not cfg.skip_neutral
-    ]
-    kept += [(o, e.outcome) for o, e in zip(ends, examples, strict=True) if e.outcome]
-    outputs = torch.tensor([o for o, _ in kept])
-    labels = torch.tensor([float(y) for _, y in kept])
-    loss = pointwise_loss(outputs, labels, cfg.loss).item()
-    if cfg.rank_weight > 0:
-        passing, failing = outcome_pairs(examples, problems)
-        if passing:
-            end_outputs = torch.tensor([0.0 if e is None else e for e in ends])
-            loss += cfg.rank_weight * rank_loss(end_outputs, passing, failing).item()
-    return loss, raw, ends
-
-
 def outcome_label(record: PRMRecord) -> int:
     """+1 / −1 for a response that passed / failed its tests, 0 when the record does not say."""
     return 0 if record.passed is None else (1 if record.passed else -1)
 
 
-def end_metrics(
-    ends: Sequence[float | None], examples: Sequence[Example], problems: Sequence[str]
-) -> dict[str, float]:
-    """How well the end score (already on the label scale) tells passing responses from
-    failing ones on held-out records: AUC and accuracy at 0, and the AUC within problems
-    (a passing response against a failing one to the same prompt: what reranking needs)."""
-    pairs = [
-        (s, e.outcome > 0, problem)
-        for s, e, problem in zip(ends, examples, problems, strict=True)
-        if e.outcome and s is not None
-    ]
-    if not pairs:
-        return {}
-    by_problem: dict[str, tuple[list[float], list[bool]]] = defaultdict(lambda: ([], []))
-    for s, passed, problem in pairs:
-        by_problem[problem][0].append(s)
-        by_problem[problem][1].append(passed)
-    return {
-        "prm/end_auc": roc_auc([s for s, _, _ in pairs], [y for _, y, _ in pairs]),
-        "prm/end_accuracy": float(np.mean([(s >= 0) == y for s, y, _ in pairs])),
-        "prm/end_pairwise_auc": within_problem_auc(list(by_problem.values())),
-    }
-
-
 @dataclass
-class LoopState:
-    """What the training loop carries from step to step besides weights, optimizer and RNG:
-    a checkpoint saves it and a resumed run restores it, so resuming is exact."""
+class SplitExamples:
+    """The encoded train and validation examples, which every member of an ensemble shares."""
 
-    done: int = 0  # optimizer steps taken
-    order: list[int] = field(default_factory=list)  # the rest of this epoch's shuffled order
-    losses: list[float] = field(default_factory=list)  # train losses since the last log
-    best_loss: float = math.inf
-    best_step: int = 0
-    evals_since_best: int = 0
-    stopped_early: bool = False
+    train: list[Example]
+    train_problems: list[str]  # each train example's task id
+    val: list[Example]
+    val_problems: list[str]
+    val_records: list[PRMRecord]
+    counts: dict[str, int]
 
 
-def cpu_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-
-
-def save_train_state(
-    folder: Path,
-    prm: ValueModel,
-    tokenizer: PreTrainedTokenizerBase,
-    optimizer: torch.optim.Optimizer,
-    data_rng: torch.Generator,
-    loop: LoopState,
-    best_weights: dict[str, torch.Tensor] | None,
-    cfg: PRMTrainConfig,
-) -> Path:
-    """A resumable checkpoint: the PRM's folder (loadable as a PRM) plus ``train_state.pt``.
-    The best weights are stored only when they are not the folder's own."""
-    prm.save(folder, tokenizer)
-    state = {
-        "loop": asdict(loop),
-        "optimizer": optimizer.state_dict(),
-        "rng": rng_state(data_rng),
-        "best_weights": None if loop.best_step == loop.done else best_weights,
-    }
-    torch.save(state, folder / STATE_PT)
-    for_people = {
-        "step": loop.done,
-        "best_step": loop.best_step,
-        "best_val_loss": loop.best_loss,
-        "stopped_early": loop.stopped_early,
-        "config": cfg.model_dump(mode="json"),
-    }
-    (folder / STATE_JSON).write_text(json.dumps(for_people, indent=2))
-    return folder
-
-
-def train_prm(
+def split_examples(
     cfg: PRMTrainConfig,
     records: Sequence[PRMRecord],
-    reporter: Reporter,
-    out_dir: Path,
-    *,
-    on_checkpoint: Callable[[Path, int], None] | None = None,
-    resume_dir: Path | None = None,
-) -> PRMResult | None:
-    """Train, checkpoint every ``cfg.checkpoint_every`` steps and when training ends (calling
-    ``on_checkpoint(folder, step)`` as each is written, so a job can register it at once), then
-    evaluate the best weights. ``resume_dir``, such a checkpoint, continues exactly where it
-    was written: weights, optimizer, data order, RNG, early-stopping state, best weights.
-    Distributed, rank 0 returns the result and the other ranks None."""
-    if cfg.init_from is None:
-        raise ValueError("init_from: name the policy folder the PRM starts from (the SFT model)")
-    seed_everything(cfg.seed)
-    device = rank_device(cfg.device)  # cuda:LOCAL_RANK when distributed on GPUs
-    out_dir = Path(out_dir)
-
-    # ---- model, data, optimizer (fresh or resumed) ----
-    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(cfg.init_from))
-    fp32 = torch.float32  # master weights; forward passes under bf16 autocast on GPUs
-    prm = (
-        ValueModel.load(resume_dir, dtype=fp32)
-        if resume_dir
-        else ValueModel.from_policy(cfg.init_from, seed=cfg.seed, dtype=fp32)
-    ).to(device)
-    window = min(cfg.max_seq_len, context_length(prm))
+    tokenizer: PreTrainedTokenizerBase,
+    window: int,
+) -> SplitExamples:
     train_records, val_records = split_by_problem(records, cfg.val_fraction, cfg.seed)
 
     def examples_of(rs: Sequence[PRMRecord]) -> list[Example]:
@@ -853,8 +806,266 @@ def train_prm(
         "n_train_lines": supervised_lines(train, cfg.skip_neutral),
         "n_val_lines": supervised_lines(val, cfg.skip_neutral),
     }
+    return SplitExamples(train, train_problems, val, val_problems, val_records, counts)
+
+
+def validation_loss(
+    prm: Scorer,
+    examples: Sequence[Example],
+    problems: Sequence[str],
+    pad_id: int,
+    cfg: PRMTrainConfig,
+) -> tuple[float, list[list[float]], list[float | None]]:
+    """The loss as in training — the mean over validation line ends and labelled ends, plus
+    the weighted ranking loss over every pair of one problem — and the raw outputs at line
+    ends and at ends."""
+    raw, ends = line_outputs(prm, examples, pad_id, cfg.eval_batch_size)
+    kept = [
+        (o, y)
+        for os, e in zip(raw, examples, strict=True)
+        for o, y in zip(os, e.labels, strict=True)
+        if y or not cfg.skip_neutral
+    ]
+    kept += [(o, e.outcome) for o, e in zip(ends, examples, strict=True) if e.outcome]
+    outputs = torch.tensor([o for o, _ in kept])
+    labels = torch.tensor([float(y) for _, y in kept])
+    loss = pointwise_loss(outputs, labels, cfg.loss).item()
+    if cfg.rank_weight > 0:
+        passing, failing = outcome_pairs(examples, problems)
+        if passing:
+            end_outputs = torch.tensor([0.0 if e is None else e for e in ends])
+            loss += cfg.rank_weight * rank_loss(end_outputs, passing, failing).item()
+    return loss, raw, ends
+
+
+def end_metrics(
+    ends: Sequence[float | None], examples: Sequence[Example], problems: Sequence[str]
+) -> dict[str, float]:
+    """How well the end score (already on the label scale) tells passing responses from
+    failing ones on held-out records: AUC and accuracy at 0, and the AUC within problems
+    (a passing response against a failing one to the same prompt: what reranking needs)."""
+    pairs = [
+        (s, e.outcome > 0, problem)
+        for s, e, problem in zip(ends, examples, problems, strict=True)
+        if e.outcome and s is not None
+    ]
+    if not pairs:
+        return {}
+    by_problem: dict[str, tuple[list[float], list[bool]]] = defaultdict(lambda: ([], []))
+    for s, passed, problem in pairs:
+        by_problem[problem][0].append(s)
+        by_problem[problem][1].append(passed)
+    return {
+        "prm/end_auc": roc_auc([s for s, _, _ in pairs], [y for _, y, _ in pairs]),
+        "prm/end_accuracy": float(np.mean([(s >= 0) == y for s, y, _ in pairs])),
+        "prm/end_pairwise_auc": within_problem_auc(list(by_problem.values())),
+    }
+
+
+def heldout_eval(
+    prm: Scorer, data: SplitExamples, pad_id: int, cfg: PRMTrainConfig
+) -> tuple[dict[str, float], list[dict[str, float]], list[tuple[float, float]]]:
+    """The ``prm/…`` metrics of a trained PRM (or ensemble) on the validation split — line
+    labels, first errors, end scores, the validation loss — its calibration and ROC curves."""
+    val_loss, raw, ends = validation_loss(prm, data.val, data.val_problems, pad_id, cfg)
+    scores = [to_scores(torch.tensor(r), cfg.loss).tolist() for r in raw]
+    neutral = [[is_neutral(line) for line in r.completions] for r in data.val_records]
+    labels = [e.labels for e in data.val]
+    metrics, curve, roc = label_metrics(scores, labels, neutral, cfg.calibration_bins)
+    end_scores = [None if e is None else float(to_scores(torch.tensor(e), cfg.loss)) for e in ends]
+    metrics.update(end_metrics(end_scores, data.val, data.val_problems))
+    metrics["prm/val_loss"] = val_loss
+    return metrics, curve, roc
+
+
+@dataclass
+class LoopState:
+    """What the training loop carries from step to step besides weights, optimizer and RNG:
+    a checkpoint saves it and a resumed run restores it, so resuming is exact."""
+
+    done: int = 0  # optimizer steps taken
+    order: list[int] = field(default_factory=list)  # the rest of this epoch's shuffled order
+    losses: list[float] = field(default_factory=list)  # train losses since the last log
+    best_loss: float = math.inf
+    best_step: int = 0
+    evals_since_best: int = 0
+    stopped_early: bool = False
+
+
+def cpu_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def save_train_state(
+    folder: Path,
+    prm: ValueModel,
+    tokenizer: PreTrainedTokenizerBase,
+    optimizer: torch.optim.Optimizer,
+    data_rng: torch.Generator,
+    loop: LoopState,
+    best_weights: dict[str, torch.Tensor] | None,
+    cfg: PRMTrainConfig,
+    member: int,
+) -> Path:
+    """A resumable checkpoint of ensemble member ``member`` (0 for a single PRM): the PRM's
+    folder (loadable as a PRM) plus ``train_state.pt``. The best weights are stored only when
+    they are not the folder's own."""
+    prm.save(folder, tokenizer)
+    state = {
+        "member": member,
+        "loop": asdict(loop),
+        "optimizer": optimizer.state_dict(),
+        "rng": rng_state(data_rng),
+        "best_weights": None if loop.best_step == loop.done else best_weights,
+    }
+    torch.save(state, folder / STATE_PT)
+    for_people = {
+        "member": member,
+        "step": loop.done,
+        "best_step": loop.best_step,
+        "best_val_loss": loop.best_loss,
+        "stopped_early": loop.stopped_early,
+        "config": cfg.model_dump(mode="json"),
+    }
+    (folder / STATE_JSON).write_text(json.dumps(for_people, indent=2))
+    return folder
+
+
+def train_prm(
+    cfg: PRMTrainConfig,
+    records: Sequence[PRMRecord],
+    reporter: Reporter,
+    out_dir: Path,
+    *,
+    on_checkpoint: Callable[[Path, int], None] | None = None,
+    on_member: Callable[[Path, int], None] | None = None,
+    resume_dir: Path | None = None,
+) -> PRMResult | None:
+    """Train, checkpoint every ``cfg.checkpoint_every`` steps and when training ends (calling
+    ``on_checkpoint(folder, step)`` as each is written, so a job can register it at once), then
+    evaluate the best weights. ``resume_dir``, such a checkpoint, continues exactly where it
+    was written: weights, optimizer, data order, RNG, early-stopping state, best weights.
+
+    With ``cfg.ensemble`` = N > 1, members 0 … N−1 train one after another (``train_member``)
+    on the same split, each saved in the ensemble's folder when it ends (then ``on_member(folder,
+    step)``); the checkpoint is that folder, scored by the members' mean (``PRMEnsemble``). A
+    run resumed in member m keeps members 0 … m−1, which must be in their folders.
+    Distributed, rank 0 returns the result and the other ranks None."""
+    if cfg.init_from is None:
+        raise ValueError("init_from: name the policy folder the PRM starts from (the SFT model)")
+    seed_everything(cfg.seed)
+    out_dir = Path(out_dir)
+    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(cfg.init_from))
+    window = min(cfg.max_seq_len, context_length(AutoConfig.from_pretrained(cfg.init_from)))
+    data = split_examples(cfg, records, tokenizer, window)
+    if resume_dir is None:  # logged once per run, not again on resume
+        reporter.metrics(0, {f"charts/{name}": value for name, value in data.counts.items()})
+    resumed_member = (
+        torch.load(Path(resume_dir) / STATE_PT, weights_only=False)["member"] if resume_dir else 0
+    )
+    pad_id = tokenizer.pad_token_id
+    train = partial(train_member, cfg, data, tokenizer, reporter, out_dir, on_checkpoint)
+    started = time.perf_counter()
+    if cfg.ensemble == 1:
+        trained = train(member=0, resume_dir=resume_dir)
+        if trained is None:  # not rank 0
+            return None
+        prm, loop = trained
+        metrics, curve, roc = heldout_eval(prm, data, pad_id, cfg)
+        reporter.metrics(loop.best_step, finite(metrics))
+        best = save_prm(
+            out_dir / f"step_{loop.best_step:06d}", prm, tokenizer, cfg, loop, finite(metrics)
+        )
+        return PRMResult(
+            checkpoint=best,
+            best_step=loop.best_step,
+            steps_done=loop.done,
+            stopped_early=loop.stopped_early,
+            best_val_loss=loop.best_loss,
+            train_seconds=time.perf_counter() - started,
+            counts=data.counts,
+            metrics=metrics,
+            calibration=curve,
+            roc=roc,
+        )
+
+    # ---- an ensemble: members one after another, each saved in the ensemble's folder ----
+    folder = out_dir / "ensemble"
+    member_dirs = [folder / f"member_{i}" for i in range(cfg.ensemble)]
+    for member, member_dir in enumerate(member_dirs[:resumed_member]):  # an earlier attempt's
+        if not (member_dir / PRM_JSON).is_file():
+            raise ValueError(
+                f"resuming member {resumed_member} of the ensemble, member {member} is missing "
+                f"from {member_dir}: resume from a checkpoint of member {member} or start over"
+            )
+    for member, member_dir in enumerate(member_dirs[resumed_member:], start=resumed_member):
+        trained = train(member=member, resume_dir=resume_dir if member == resumed_member else None)
+        if trained is None:  # not rank 0
+            continue
+        prm, loop = trained
+        metrics, _, _ = heldout_eval(prm, data, pad_id, cfg)
+        member_cfg = cfg.model_copy(update={"seed": cfg.seed + member, "ensemble": 1})
+        save_prm(member_dir, prm, tokenizer, member_cfg, loop, finite(metrics))
+        if on_member is not None:
+            on_member(member_dir, member * cfg.steps + loop.done)
+    if not is_main():
+        return None
+    members = [json.loads((d / PRM_JSON).read_text()) for d in member_dirs]
+    last_step = (cfg.ensemble - 1) * cfg.steps + members[-1]["steps_done"]  # the run's end
+    # the lowest validation loss first: ValueInit starts the critic from it (``critic_start``)
+    order = sorted(range(cfg.ensemble), key=lambda i: members[i]["metrics"]["prm/val_loss"])
+    ensemble = PRMEnsemble([ValueModel.load(member_dirs[i]) for i in order]).to(
+        rank_device(cfg.device)
+    )
+    metrics, curve, roc = heldout_eval(ensemble, data, pad_id, cfg)
+    reporter.metrics(last_step, finite(metrics))
+    save_ensemble(
+        folder, [member_dirs[i].name for i in order], tokenizer, cfg, last_step, finite(metrics)
+    )
+    return PRMResult(
+        checkpoint=folder,
+        best_step=last_step,
+        steps_done=last_step,
+        stopped_early=all(m["stopped_early"] for m in members),
+        best_val_loss=metrics["prm/val_loss"],
+        train_seconds=time.perf_counter() - started,
+        counts=data.counts,
+        metrics=metrics,
+        calibration=curve,
+        roc=roc,
+        members=[
+            {"member": i, "seed": m["config"]["seed"], "best_step": m["step"], **m["metrics"]}
+            for i, m in enumerate(members)
+        ],
+    )
+
+
+def train_member(
+    cfg: PRMTrainConfig,
+    data: SplitExamples,
+    tokenizer: PreTrainedTokenizerBase,
+    reporter: Reporter,
+    out_dir: Path,
+    on_checkpoint: Callable[[Path, int], None] | None,
+    *,
+    member: int,
+    resume_dir: Path | None,
+) -> tuple[ValueModel, LoopState] | None:
+    """The training loop of one PRM — ensemble member ``member``, seeded ``cfg.seed + member``
+    — and its best weights with the loop's final state (None on ranks other than 0). Its step s
+    is the run's step ``member × cfg.steps + s``: metrics, progress and checkpoints use that."""
+    seed = cfg.seed + member
+    offset = member * cfg.steps
+    seed_everything(seed)
+    device = rank_device(cfg.device)  # cuda:LOCAL_RANK when distributed on GPUs
+    fp32 = torch.float32  # master weights; forward passes under bf16 autocast on GPUs
+    prm = (
+        ValueModel.load(resume_dir, dtype=fp32)
+        if resume_dir
+        else ValueModel.from_policy(cfg.init_from, seed=seed, dtype=fp32)
+    ).to(device)
     optimizer = make_optimizer(prm, cfg)
-    data_rng = torch.Generator().manual_seed(cfg.seed)
+    data_rng = torch.Generator().manual_seed(seed)
     loop, best_weights = LoopState(), None
     if resume_dir:
         saved = torch.load(Path(resume_dir) / STATE_PT, weights_only=False)
@@ -862,13 +1073,13 @@ def train_prm(
         restore_rng(saved["rng"], data_rng)
         loop = LoopState(**saved["loop"])
         best_weights = cpu_copy(prm) if loop.best_step == loop.done else saved["best_weights"]
-    else:  # logged once per run, not again on resume
-        reporter.metrics(0, {f"charts/{name}": value for name, value in counts.items()})
     pad_id = tokenizer.pad_token_id
+    train, train_problems = data.train, data.train_problems
+    label = f" member {member + 1}/{cfg.ensemble}" if cfg.ensemble > 1 else ""
 
     def checkpoint() -> None:
         folder = save_train_state(
-            out_dir / "train" / f"step_{loop.done:06d}",
+            out_dir / "train" / f"step_{offset + loop.done:06d}",
             prm,
             tokenizer,
             optimizer,
@@ -876,9 +1087,10 @@ def train_prm(
             loop,
             best_weights,
             cfg,
+            member,
         )
         if on_checkpoint is not None:
-            on_checkpoint(folder, loop.done)
+            on_checkpoint(folder, offset + loop.done)
 
     # ---- the loop ----
     prm.train()
@@ -916,16 +1128,16 @@ def train_prm(
         done = loop.done = step + 1
 
         if done % cfg.log_every == 0:
-            reporter.metrics(done, {"losses/prm_train": float(np.mean(loop.losses))})
+            reporter.metrics(offset + done, {"losses/prm_train": float(np.mean(loop.losses))})
             loop.losses.clear()
         if done % cfg.eval_every == 0 or done == cfg.steps:
             if is_main():  # the other processes wait at the broadcast below
-                val_loss, _, ends = validation_loss(prm, val, val_problems, pad_id, cfg)
+                val_loss, _, ends = validation_loss(prm, data.val, data.val_problems, pad_id, cfg)
                 # the end score's AUCs and accuracy as curves beside the loss (raw outputs: the
                 # BCE's sigmoid moves neither); the within-problem AUC is what reranking needs
-                curves = end_metrics(ends, val, val_problems)
+                curves = end_metrics(ends, data.val, data.val_problems)
                 reporter.metrics(
-                    done,
+                    offset + done,
                     {"losses/prm_val": val_loss}
                     | {f"val/{name.removeprefix('prm/')}": v for name, v in finite(curves).items()},
                 )
@@ -939,46 +1151,21 @@ def train_prm(
                 (loop.best_loss, loop.best_step, loop.evals_since_best)
             )
         loop.stopped_early = loop.evals_since_best >= cfg.patience
-        elapsed = time.perf_counter() - started
+        seconds_per_step = (time.perf_counter() - started) / (done - start_step)
+        steps_left = cfg.steps - done + (cfg.ensemble - 1 - member) * cfg.steps
         reporter.progress(
-            done / cfg.steps,
-            f"step {done}/{cfg.steps} loss {step_loss:.3f} best val {loop.best_loss:.3f} "
-            f"ETA {elapsed / (done - start_step) * (cfg.steps - done):.0f}s",
+            (offset + done) / (cfg.ensemble * cfg.steps),
+            f"step {offset + done}/{cfg.ensemble * cfg.steps}{label} loss {step_loss:.3f} "
+            f"best val {loop.best_loss:.3f} ETA {seconds_per_step * steps_left:.0f}s",
         )
         ended = done == cfg.steps or loop.stopped_early
         if cfg.checkpoint_every and (done % cfg.checkpoint_every == 0 or ended) and is_main():
             checkpoint()
-    train_seconds = time.perf_counter() - started
     if not is_main():  # rank 0 alone holds the best weights, evaluates and saves them
         return None
-
-    # ---- the best weights: checkpoint and held-out evaluation ----
     assert best_weights is not None  # the last step always evaluates
     prm.load_state_dict(best_weights)
-    _, raw, ends = validation_loss(prm, val, val_problems, pad_id, cfg)
-    scores = [to_scores(torch.tensor(r), cfg.loss).tolist() for r in raw]
-    neutral = [[is_neutral(line) for line in r.completions] for r in val_records]
-    labels = [e.labels for e in val]
-    metrics, curve, roc = label_metrics(scores, labels, neutral, cfg.calibration_bins)
-    end_scores = [None if e is None else float(to_scores(torch.tensor(e), cfg.loss)) for e in ends]
-    metrics.update(end_metrics(end_scores, val, val_problems))
-    metrics["prm/val_loss"] = loop.best_loss
-    reporter.metrics(loop.best_step, finite(metrics))
-    best = save_prm(
-        out_dir / f"step_{loop.best_step:06d}", prm, tokenizer, cfg, loop.best_step, finite(metrics)
-    )
-    return PRMResult(
-        checkpoint=best,
-        best_step=loop.best_step,
-        steps_done=loop.done,
-        stopped_early=loop.stopped_early,
-        best_val_loss=loop.best_loss,
-        train_seconds=train_seconds,
-        counts=counts,
-        metrics=metrics,
-        calibration=curve,
-        roc=roc,
-    )
+    return prm, loop
 
 
 # ============================================================================ reranking
@@ -995,7 +1182,7 @@ class RerankResult:
 
 
 def rerank_eval(
-    prm: ValueModel,
+    prm: Scorer,
     prm_tokenizer: PreTrainedTokenizerBase,
     loss: Loss,
     policy: Any,
@@ -1022,7 +1209,7 @@ def rerank_eval(
 
 
 def score_pool(
-    prm: ValueModel,
+    prm: Scorer,
     prm_tokenizer: PreTrainedTokenizerBase,
     loss: Loss,
     problems: Sequence[Problem],

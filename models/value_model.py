@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoModel, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModel, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 HEAD_FILE = "value_head.safetensors"
 
@@ -64,6 +64,11 @@ class ValueModel(nn.Module):
         head.load_state_dict(state)
         head.to(device=backbone.device, dtype=backbone.dtype)
         return cls(backbone, head)
+
+    @property
+    def config(self) -> PretrainedConfig:
+        """The backbone's configuration (vocabulary, context length)."""
+        return self.backbone.config
 
     def save(self, folder: str | Path, tokenizer: PreTrainedTokenizerBase | None = None) -> Path:
         folder = Path(folder)

@@ -24,6 +24,8 @@ from models.ppo import (
     train_ppo,
 )
 from models.ppo_config import PPOConfig
+from models.prm import save_ensemble
+from models.prm_config import PRMTrainConfig
 from models.problems import Problem
 from models.reporting import MemoryReporter
 from models.sampling import Generation
@@ -109,6 +111,11 @@ def tiny_dirs(tmp_path_factory):
     with torch.no_grad():
         prm.head.bias.fill_(0.3)  # not what a fresh head would be
     prm.save(root / "prm", tokenizer)
+    # an ensemble of that PRM (listed first: ValueInit's member) and another seed's
+    prm.save(root / "ensemble" / "member_1", tokenizer)
+    ValueModel.from_policy(root / "policy", seed=8).save(root / "ensemble" / "member_0", tokenizer)
+    cfg = PRMTrainConfig(init_from=str(root / "policy"))
+    save_ensemble(root / "ensemble", ["member_1", "member_0"], tokenizer, cfg, 0, {})
     return SimpleNamespace(policy=root / "policy", prm=root / "prm", tokenizer=tokenizer)
 
 
@@ -118,9 +125,11 @@ def probe_batch(tokenizer):
     return pack([generation, generation], tokenizer.pad_token_id)
 
 
-def test_value_init_loads_exactly_the_prm(tiny_dirs):
+@pytest.mark.parametrize("prm_name", ["prm", "ensemble"])
+def test_value_init_loads_exactly_the_prm(tiny_dirs, prm_name):
     cfg = PPOConfig(variant="value-init")
-    critic = make_critic(cfg, tiny_dirs.policy, tiny_dirs.prm)
+    # an ensemble's critic starts from its first member, here the single PRM
+    critic = make_critic(cfg, tiny_dirs.policy, tiny_dirs.policy.parent / prm_name)
     prm = ValueModel.load(tiny_dirs.prm)
     batch = probe_batch(tiny_dirs.tokenizer)
     with torch.no_grad():
@@ -181,8 +190,11 @@ def fake_sandbox(requests):
     ]
 
 
-@pytest.mark.parametrize("variant", ["baseline", "dense+value-init"])
-def test_one_ppo_step_runs_and_kl_starts_at_zero(tiny_dirs, tmp_path, variant):
+@pytest.mark.parametrize(
+    ("variant", "prm_name"),
+    [("baseline", None), ("dense+value-init", "prm"), ("dense+value-init", "ensemble")],
+)
+def test_one_ppo_step_runs_and_kl_starts_at_zero(tiny_dirs, tmp_path, variant, prm_name):
     problems = [
         Problem(task_id=f"t{i}", prompt="def f(xs):\n", tests=["assert f([1]) == [2]"])
         for i in range(4)
@@ -204,7 +216,7 @@ def test_one_ppo_step_runs_and_kl_starts_at_zero(tiny_dirs, tmp_path, variant):
     result = train_ppo(
         cfg,
         policy_dir=tiny_dirs.policy,
-        prm_dir=None if variant == "baseline" else tiny_dirs.prm,
+        prm_dir=prm_name and tiny_dirs.policy.parent / prm_name,
         train_problems=problems,
         eval_problems=problems,
         run_batch=fake_sandbox,

@@ -23,11 +23,14 @@ from models.policy_config import TinyModelConfig
 from models.prm import (
     PRM_JSON,
     Example,
+    LoopState,
     PooledResponse,
+    PRMEnsemble,
     PRMRecord,
     best_of_k,
     calibration_curve,
     collate,
+    critic_start,
     encode,
     epoch_order,
     first_error,
@@ -43,6 +46,7 @@ from models.prm import (
     response_score,
     roc_auc,
     roc_curve,
+    save_ensemble,
     save_prm,
     score_lines_and_ends,
     score_responses,
@@ -254,14 +258,44 @@ def test_save_and_load_give_identical_scores(tmp_path, tiny_policy):
     prompts = ["def f(v0: list[int]) -> list[int]:\n", "def f(v0):\n"]
     responses = ["    v1 = sorted(v0)\n    return v1\n", "    return v0\n"]
     cfg = PRMTrainConfig(init_from=tiny_policy, loss="bce")
-    folder = save_prm(tmp_path / "prm", prm, tokenizer, cfg, step=7, metrics={"prm/auc": 0.5})
+    loop = LoopState(done=9, best_step=7)
+    folder = save_prm(tmp_path / "prm", prm, tokenizer, cfg, loop, metrics={"prm/auc": 0.5})
     loaded, loaded_tokenizer, loss = load_prm(folder, device="cpu")
-    assert loss == "bce" and json.loads((folder / PRM_JSON).read_text())["step"] == 7
+    meta = json.loads((folder / PRM_JSON).read_text())
+    assert loss == "bce" and (meta["step"], meta["steps_done"]) == (7, 9)
     before = score_responses(prm, tokenizer, prompts, responses, batch_size=1, loss="bce")
     after = score_responses(loaded, loaded_tokenizer, prompts, responses, batch_size=2, loss=loss)
     assert [len(s) for s in after] == [2, 1]
     np.testing.assert_allclose(np.concatenate(after), np.concatenate(before), rtol=0, atol=1e-6)
     assert all(-1 <= s <= 1 for s in np.concatenate(after))  # BCE scores are mapped to [−1, 1]
+
+
+def test_an_ensemble_scores_by_its_members_mean_and_value_init_takes_its_first(
+    tmp_path, tiny_policy
+):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_policy)
+    prompts = ["def f(v0: list[int]) -> list[int]:\n", "def f(v0):\n"]
+    responses = ["    v1 = sorted(v0)\n    return v1\n", "    return v0\n"]
+    cfg = PRMTrainConfig(init_from=tiny_policy, ensemble=2)
+    members = [ValueModel.from_policy(tiny_policy, seed=seed) for seed in (1, 2)]
+    for name, member in zip(("member_0", "member_1"), members, strict=True):
+        save_prm(tmp_path / name, member, tokenizer, cfg, LoopState(), metrics={})
+    folder = save_ensemble(tmp_path, ["member_1", "member_0"], tokenizer, cfg, 12, {})
+
+    ensemble, loaded_tokenizer, loss = load_prm(folder, device="cpu")
+    assert isinstance(ensemble, PRMEnsemble) and loss == "mse"
+    scored = [score_lines_and_ends(m, tokenizer, prompts, responses) for m in members]
+    lines, ends = score_lines_and_ends(ensemble, loaded_tokenizer, prompts, responses)
+    for i, response_lines in enumerate(lines):
+        expected = np.mean([s[0][i] for s in scored], axis=0)
+        np.testing.assert_allclose(response_lines, expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(ends, np.mean([s[1] for s in scored], axis=0), atol=1e-6)
+    assert not np.allclose(scored[0][1], scored[1][1])  # two heads: the mean is not a member
+    # ValueInit starts the critic from the member listed first (the lowest validation loss)
+    assert critic_start(folder) == tmp_path / "member_1"
+    assert critic_start(tmp_path / "member_0") == tmp_path / "member_0"
 
 
 # ----------------------------------------------------------------------------- metrics

@@ -6,6 +6,7 @@ configs name the field."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 
@@ -20,7 +21,7 @@ from models.benchmark import BenchmarkConfig, generate
 from models.evaluation import SampleRecord
 from models.policy import build_tiny_policy, save_policy
 from models.policy_config import TinyModelConfig
-from models.prm import PooledResponse, load_prm, read_records, train_prm
+from models.prm import PRM_JSON, PooledResponse, load_prm, read_records, train_prm
 from models.prm_config import PRMTrainConfig
 from models.reporting import MemoryReporter
 from models.tokenizer import train_tokenizer
@@ -55,10 +56,14 @@ def run_with_artifact(kind: str, artifact_kind: str, path: str) -> int:
         return run.id
 
 
-def test_prm_train_job_stores_metrics_checkpoint_and_scored_samples(data_dir, inputs, tmp_path):
+@pytest.mark.parametrize("ensemble", [1, 2])
+def test_prm_train_job_stores_metrics_checkpoint_and_scored_samples(
+    data_dir, inputs, tmp_path, ensemble
+):
     require(os.path.exists("/usr/bin/bwrap"), "bubblewrap is not installed")
     policy, dataset = inputs
     config = {
+        "ensemble": ensemble,
         "dataset_run_id": run_with_artifact("prm-data", "prm-dataset", dataset),
         "policy_run_id": run_with_artifact("sft", "checkpoint", policy),
         "steps": 12,
@@ -98,11 +103,13 @@ def test_prm_train_job_stores_metrics_checkpoint_and_scored_samples(data_dir, in
 
     [(path, step)] = [(path, step) for kind, path, step in artifacts if kind == "prm-checkpoint"]
     assert step == result["best_step"]
+    # the default checkpoint_every: only when a member's training ends; an ensemble's members
+    ends = range(12, 12 * ensemble + 1, 12)
     assert {(kind, step) for kind, _, step in artifacts if kind != "prm-checkpoint"} == {
-        ("prm-train-state", 12)  # the default checkpoint_every: only when training ends
-    }
+        ("prm-train-state", step) for step in ends
+    } | {("prm-member", step) for step in ends if ensemble > 1}
     prm, _, loss = load_prm(path, device="cpu")
-    assert loss == "mse" and prm.head.out_features == 1
+    assert loss == "mse" and len(getattr(prm, "members", [prm])) == ensemble
     assert len(samples) == 3 and all(s is not None for s in scores)  # a random policy's
     # completions are mostly empty: pool_samples' own test checks the lines
 
@@ -176,11 +183,13 @@ class CrashAt(MemoryReporter):
             raise RuntimeError("worker lost")
 
 
-def test_training_resumed_from_a_checkpoint_continues_exactly(inputs, tmp_path):
+@pytest.mark.parametrize("ensemble", [1, 2])
+def test_training_resumed_from_a_checkpoint_continues_exactly(inputs, tmp_path, ensemble):
     policy, dataset = inputs
     records = read_records(dataset)
     cfg = PRMTrainConfig(
         init_from=policy,
+        ensemble=ensemble,  # 2: the crash is in the second member, the first one is kept
         steps=14,
         batch_size=8,
         lr=3e-3,
@@ -195,7 +204,8 @@ def test_training_resumed_from_a_checkpoint_continues_exactly(inputs, tmp_path):
     straight = MemoryReporter()
     expected = train_prm(cfg, records, straight, tmp_path / "straight")
 
-    crashed, saved = CrashAt(12), []
+    offset = (ensemble - 1) * cfg.steps  # the last member's step 0 is the run's step offset
+    crashed, saved = CrashAt(offset + 12), []
     with pytest.raises(RuntimeError, match="worker lost"):
         train_prm(
             cfg,
@@ -205,7 +215,8 @@ def test_training_resumed_from_a_checkpoint_continues_exactly(inputs, tmp_path):
             on_checkpoint=lambda folder, step: saved.append((folder, step)),
         )
     (folder, step), *_ = reversed(saved)
-    assert [s for _, s in saved] == [5, 10] and step == 10
+    assert [s for _, s in saved] == [5, 10, 14, 19, 24][: 2 + 3 * (ensemble - 1)]
+    assert step == offset + 10
     resumed = MemoryReporter()
     result = train_prm(cfg, records, resumed, tmp_path / "crashed", resume_dir=folder)
 
@@ -219,6 +230,51 @@ def test_training_resumed_from_a_checkpoint_continues_exactly(inputs, tmp_path):
         resumed_prm.state_dict().items(), straight_prm.state_dict().items(), strict=True
     ):
         assert torch.equal(a, b), name
+
+
+def test_an_ensemble_trains_its_members_in_turn_on_one_split_and_scores_by_their_mean(
+    inputs, tmp_path
+):
+    policy, dataset = inputs
+    cfg = PRMTrainConfig(
+        init_from=policy,
+        ensemble=2,
+        steps=6,
+        batch_size=8,
+        lr=3e-3,
+        eval_every=3,
+        log_every=2,
+        val_fraction=0.25,
+        device="cpu",
+    )
+    reporter = MemoryReporter()
+    result = train_prm(cfg, read_records(dataset), reporter, tmp_path)
+
+    # member i's step s is the run's step 6i + s: one axis, no step logged twice
+    assert [s for s, _ in reporter.series("losses/prm_train")] == [2, 4, 6, 8, 10, 12]
+    assert [s for s, _ in reporter.series("losses/prm_val")] == [3, 6, 9, 12]
+    assert "member 2/2" in reporter.messages[-1] and reporter.fractions[-1] == 1.0
+    # the ensemble's metrics are logged once, where training ended
+    assert {s for s, name, _ in reporter.history if name.startswith("prm/")} == {12}
+    assert result.checkpoint == tmp_path / "ensemble" and result.best_step == 12
+
+    meta = json.loads((result.checkpoint / PRM_JSON).read_text())
+    members = {
+        m: json.loads((result.checkpoint / m / PRM_JSON).read_text()) for m in meta["members"]
+    }
+    assert sorted(members) == ["member_0", "member_1"]
+    assert [members[m]["config"]["seed"] for m in sorted(members)] == [0, 1]
+    losses = [members[m]["metrics"]["prm/val_loss"] for m in meta["members"]]
+    assert losses == sorted(losses)  # the lowest validation loss first (ValueInit's)
+    assert len({m["metrics"]["prm/n_lines"] for m in members.values()}) == 1  # one split
+    assert [m["seed"] for m in result.summary()["members"]] == [0, 1]
+
+    # the checkpoint scores by the mean of two different PRMs, and its metrics are the mean's
+    ensemble, _, _ = load_prm(result.checkpoint, device="cpu")
+    first, second = (m.head.weight for m in ensemble.members)
+    assert not torch.equal(first, second)
+    assert result.metrics["prm/val_loss"] not in losses
+    assert result.best_val_loss == result.metrics["prm/val_loss"]
 
 
 def test_training_that_stopped_early_resumes_into_the_final_evaluation(inputs, tmp_path):

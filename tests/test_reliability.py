@@ -90,7 +90,10 @@ def test_kill_9_mid_rl_run_resumes_from_the_checkpoint_on_another_worker(
     assert_each_once(metric_steps(run_id, "losses/policy"), list(range(1, 9)))
 
 
-PRM_STEPS, PRM_CHECKPOINT_EVERY, PRM_EVAL_EVERY = 200, 40, 20
+# an ensemble of two PRMs of 150 steps each: the run's steps 1–150 are member 0's, 151–300
+# member 1's, and the kill comes in member 1, which must keep member 0 and train nothing twice
+PRM_STEPS, PRM_CHECKPOINT_EVERY, PRM_EVAL_EVERY = 150, 40, 20
+PRM_CHECKPOINTS = [40, 80, 120, 150, 190, 230, 270, 300]
 
 
 def test_kill_9_mid_prm_train_run_resumes_from_its_checkpoint_on_another_worker(
@@ -106,6 +109,7 @@ def test_kill_9_mid_prm_train_run_resumes_from_its_checkpoint_on_another_worker(
         "dataset_path": str(dataset),
         "init_from": tiny_policy,
         "steps": PRM_STEPS,
+        "ensemble": 2,
         "batch_size": 8,
         "log_every": 1,
         "eval_every": PRM_EVAL_EVERY,
@@ -118,13 +122,13 @@ def test_kill_9_mid_prm_train_run_resumes_from_its_checkpoint_on_another_worker(
     first = start_worker()
     run_id = cli_submit("prm-train", config, tmp_path)
     wait_for(
-        lambda: len(artifact_steps(run_id, "prm-train-state")) >= 2,
-        timeout=180,
-        what="two training checkpoints",
+        lambda: len(artifact_steps(run_id, "prm-train-state")) >= 5,
+        timeout=240,
+        what="member 1's first training checkpoint",
     )
     kill_9(first)
     lost_at = max(metric_steps(run_id, "losses/prm_train"))
-    assert lost_at < PRM_STEPS, "the run finished before the kill: make it longer"
+    assert lost_at < 2 * PRM_STEPS, "the run finished before the kill: make it longer"
     wait_for(
         lambda: crud.is_lost(load_run(run_id), lease_s=LEASE_S),
         timeout=30,
@@ -135,14 +139,17 @@ def test_kill_9_mid_prm_train_run_resumes_from_its_checkpoint_on_another_worker(
     run = wait_until_finished(run_id, timeout=300)
     assert run.status == RunStatus.succeeded, run.error
     assert run.attempts == 2
-    assert_each_once(metric_steps(run_id, "losses/prm_train"), list(range(1, PRM_STEPS + 1)))
-    evals = list(range(PRM_EVAL_EVERY, PRM_STEPS + 1, PRM_EVAL_EVERY))
+    steps = list(range(1, 2 * PRM_STEPS + 1))
+    assert_each_once(metric_steps(run_id, "losses/prm_train"), steps)
+    evals = [*range(PRM_EVAL_EVERY, PRM_STEPS, PRM_EVAL_EVERY), PRM_STEPS]  # and at the end
+    evals += [PRM_STEPS + step for step in evals]  # member 1's
     assert_each_once(metric_steps(run_id, "losses/prm_val"), evals)
     assert_each_once(metric_steps(run_id, "charts/n_train_records"), [0])
-    assert_each_once(metric_steps(run_id, "prm/auc"), [run.result["best_step"]])
-    checkpoints = list(range(PRM_CHECKPOINT_EVERY, PRM_STEPS + 1, PRM_CHECKPOINT_EVERY))
-    assert_each_once(artifact_steps(run_id, "prm-train-state"), checkpoints)
-    assert_each_once(artifact_steps(run_id, "prm-checkpoint"), [run.result["best_step"]])
+    assert_each_once(metric_steps(run_id, "prm/auc"), [2 * PRM_STEPS])
+    assert_each_once(artifact_steps(run_id, "prm-train-state"), PRM_CHECKPOINTS)
+    assert_each_once(artifact_steps(run_id, "prm-member"), [PRM_STEPS, 2 * PRM_STEPS])
+    assert_each_once(artifact_steps(run_id, "prm-checkpoint"), [2 * PRM_STEPS])
+    assert len(run.result["members"]) == 2
 
 
 def labelled_keys(run_id: int) -> list[tuple[str, str, int]]:

@@ -5,7 +5,8 @@ file) and the initial policy (a folder, or an sft run's last checkpoint), call
 ``models.prm.train_prm`` with the JobContext as reporter (in ``processes`` processes:
 ``models.distributed.launch``), then rerank a pool of sampled responses to held-out problems
 with the trained PRM (``models.prm.rerank_eval``). It stores the
-best checkpoint (artifact ``prm-checkpoint``), the ``prm/…`` metrics, and part of the pool as
+best checkpoint (artifact ``prm-checkpoint``; with ``ensemble`` > 1 the folder of the members,
+scored by their mean), the ``prm/…`` metrics, and part of the pool as
 samples with per-line PRM scores for the dashboard's heatmap. Training checkpoints are
 registered as they are written (artifact ``prm-train-state``): a re-run of the same run (after
 a crash or a resume) continues from the last one, after deleting what lost attempts logged
@@ -22,10 +23,17 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field, model_validator
 
 from models.prm_config import PRMTrainConfig, RerankConfig
-from workers.artifacts import forget_after, latest_artifact, required_artifact
+from workers.artifacts import (
+    artifact_locations,
+    forget_after,
+    latest_artifact,
+    local_path,
+    required_artifact,
+)
 from workers.jobs_policy import ProblemSource, load_source
 
 TRAIN_STATE = "prm-train-state"  # the artifact kind of resumable training checkpoints
+MEMBER = "prm-member"  # an ensemble's finished member, kept by a run resumed in a later one
 
 if TYPE_CHECKING:  # torch stays out of this module's imports: the registry imports it
     from models.ppo import RolloutRecord
@@ -67,7 +75,8 @@ def forget_lost_attempts(run_id: int, resume_step: int | None) -> None:
     """Delete what lost attempts wrote that this one writes again: the metrics after the step
     it resumes from (all of them when it starts over), and the final evaluation — ``prm/…``
     metrics, pool samples, the best checkpoint's artifact — which lands at the best step,
-    possibly before that one."""
+    possibly before that one — and the ensemble members it trains again (those that ended at
+    that step or later)."""
     from sqlalchemy import delete
 
     from app.db import session_scope
@@ -79,6 +88,10 @@ def forget_lost_attempts(run_id: int, resume_step: int | None) -> None:
         session.execute(delete(Sample).where(Sample.run_id == run_id))
         session.execute(
             delete(Artifact).where(Artifact.run_id == run_id, Artifact.kind == "prm-checkpoint")
+        )
+        retrained = Artifact.step >= (resume_step if resume_step is not None else -1)
+        session.execute(
+            delete(Artifact).where(Artifact.run_id == run_id, Artifact.kind == MEMBER, retrained)
         )
 
 
@@ -117,6 +130,8 @@ def run_prm_train(ctx, cfg: PRMJobConfig) -> dict[str, Any]:
     # A re-run (worker lost, or the user's resume) continues from its own last checkpoint.
     resume = latest_artifact(ctx.run_id, TRAIN_STATE)
     forget_lost_attempts(ctx.run_id, resume[1] if resume else None)
+    for member, _ in artifact_locations(ctx.run_id, MEMBER):  # in place, from another host's
+        local_path(member)
     # processes > 1: rank 0 trains here with the job's reporter and checkpoint registration,
     # the other ranks in subprocesses (models.distributed.launch); rank 0's result comes back
     result = launch(
@@ -133,7 +148,10 @@ def run_prm_train(ctx, cfg: PRMJobConfig) -> dict[str, Any]:
         main_kwargs={
             "on_checkpoint": lambda folder, step: ctx.add_artifact(
                 TRAIN_STATE, folder, step=step, meta={"format": "huggingface+value-head"}
-            )
+            ),
+            "on_member": lambda folder, step: ctx.add_artifact(
+                MEMBER, folder, step=step, meta={"format": "huggingface+value-head"}
+            ),
         },
     )
     assert result is not None  # rank 0's
@@ -141,7 +159,7 @@ def run_prm_train(ctx, cfg: PRMJobConfig) -> dict[str, Any]:
         "prm-checkpoint",
         result.checkpoint,
         step=result.best_step,
-        meta={"format": "huggingface+value-head", "loss": cfg.loss},
+        meta={"format": "huggingface+value-head", "loss": cfg.loss, "ensemble": cfg.ensemble},
     )
     summary: dict[str, Any] = {"dataset": str(dataset), "policy": policy, **result.summary()}
     if cfg.rerank.n_problems:
