@@ -17,22 +17,22 @@ oracle) are measured on that pool in the same run.
    prm-data job's default) adds the reference and N one-line mistakes of each of the first
    ``--synthetic-problems`` train problems (default: the labelled ones), labelled exactly
    (``models.labeling.synthetic_mistakes``); with ``--label-problems 0`` they are all the data.
-4. Per size ``LxWxH`` (layers × width × heads) and per PRM seed (``--prm-seeds``: the head,
-   the data order and the validation split): a backbone of that shape — the policy itself
-   when it has that shape, else a fresh model SFT-trained on the train split like the
-   policy — plus a scalar head, trained as ``prm-train`` trains one (line MSE + end outcome +
-   ranking loss), then the pool's best-of-K table and within-problem AUC. Several PRM seeds on
-   one policy and one pool measure how much the PRM's training alone moves the result; their
-   mean (``models.prm.mean_pool``: an ensemble) gets a row of its own, ``prm_seed`` "mean".
+4. Per size ``LxWxH`` (layers × width × heads): a backbone of that shape — the policy itself
+   when it has that shape, else a fresh model SFT-trained on the train split like the policy —
+   plus a scalar head, trained as ``prm-train`` trains one (line MSE + end outcome + ranking
+   loss), then the pool's best-of-K table and within-problem AUC. ``--ensemble N`` trains
+   ``prm-train``'s ensemble instead (seeds ``--prm-seed`` … + N−1: the head and the data order,
+   one validation split): a row per member, which measures how much the PRM's training alone
+   moves the result on one policy and one pool, then the ensemble's row, ``prm_seed`` "mean".
 
-Sizes run smallest first, each size's seeds in turn, and each row is appended to ``--out``
-(JSONL) as it finishes, so a run stopped by its time budget keeps what it measured. Without
+Sizes run smallest first and each row is appended to ``--out`` (JSONL) as it finishes, so a
+run stopped by its time budget keeps what it measured. Without
 CUDA it prints ``{"skipped": ...}`` unless ``--device cpu`` asks for a (small) CPU run.
 
     python -m bench.prm_scale --budget-s 420 --out rows.jsonl
     python -m bench.prm_scale --device cpu --sizes 2x64x2 --label-problems 16 ...  # smoke
     python -m bench.prm_scale --device cpu --sizes 4x192x4 --label-problems 0 \
-        --synthetic-problems 4744 --prm-seeds 1,2 --prm-steps 3000 ...  # README's recipe
+        --synthetic-problems 4744 --prm-seed 1 --ensemble 2 --prm-steps 3000 ...  # README's
 
 The last line of output is one JSON object (DESIGN §6).
 """
@@ -65,7 +65,7 @@ from models.prm import (
     PooledResponse,
     PRMRecord,
     load_prm,
-    mean_pool,
+    prm_meta,
     rerank_metrics,
     score_pool,
     train_prm,
@@ -189,10 +189,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--seed", type=int, default=0, help="seeds the policy's SFT, the labels and the mistakes"
     )
+    parser.add_argument("--prm-seed", type=int, help="the PRM's seed (default: --seed)")
     parser.add_argument(
-        "--prm-seeds",
-        default="",
-        help="comma-separated PRM seeds, one PRM per size and seed (default: --seed)",
+        "--ensemble", type=int, default=1, help="PRMs per size, scored by their mean"
     )
     parser.add_argument("--pool-problems", type=int, default=128)
     parser.add_argument(
@@ -226,7 +225,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return figures
     device = "cuda" if args.device == "auto" else args.device
     shapes = [parse_shape(s) for s in args.sizes.split(",")]
-    prm_seeds = [int(s) for s in args.prm_seeds.split(",")] if args.prm_seeds else [args.seed]
     started = time.monotonic()
     root = Path(tempfile.mkdtemp(prefix="prm-scale-"))
     reporter = PrintingReporter()
@@ -326,7 +324,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     print(f"data: {data}", flush=True)
 
-    # ---- 4. one PRM per size and PRM seed (and their mean) ----
+    # ---- 4. one PRM (or ensemble) per size: a row per PRM, then the ensemble's ----
     rows: list[dict[str, Any]] = []  # in the order trained
 
     def report(row: dict[str, Any]) -> None:
@@ -336,59 +334,61 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             with args.out.open("a") as f:
                 f.write(json.dumps({**row, "data": data}) + "\n")
 
+    def scored_row(size: str, folder: Path, seed: int | str) -> dict[str, Any]:
+        """The PRM (or ensemble) in ``folder``: its validation metrics and the pool's figures."""
+        prm, prm_tokenizer, loss = load_prm(folder, device)
+        pool = score_pool(prm, prm_tokenizer, loss, pool_problems, sampled, batch_size=256)
+        metrics = prm_meta(folder)["metrics"]
+        return {
+            "size": size,
+            "prm_seed": seed,
+            "params_m": round(count_parameters(prm) / 1e6, 1),
+            **{
+                key: round(metrics.get(f"prm/{metric}", float("nan")), 3)
+                for key, metric in VALIDATION_METRICS.items()
+            },
+            **pool_figures(pool),
+        }
+
     skipped: list[str] = []
-    last_s = 0.0  # the last PRM's time: sizes grow, so the next one takes at least as long
+    last_s = 0.0  # the last size's time: sizes grow, so the next one takes at least as long
+    prm_seed = args.seed if args.prm_seed is None else args.prm_seed
     for shape in shapes:
         name = shape_name(shape)
-        backbone: str | None = None  # SFT-trained once per size, shared by its seeds
-        sft_s = 0.0
-        pools: list[list[PooledResponse]] = []  # the pool as each of this size's PRMs scored it
-        for prm_seed in prm_seeds:
-            remaining = args.budget_s - (time.monotonic() - started)
-            if remaining < 1.5 * last_s:  # it would not finish
-                skipped.append(f"{name} seed {prm_seed}")
-                continue
-            t0 = time.monotonic()
-            if backbone is None:
-                backbone, sft_s = (
-                    (policy_dir, 0.0)
-                    if is_shape_of(shape, model)
-                    else sft(shape, f"sft-{name}", args.sft_steps)
-                )
-            cfg = PRMTrainConfig(
-                seed=prm_seed,
-                init_from=backbone,
-                steps=args.prm_steps,
-                batch_size=args.prm_batch,
-                lr=width_scaled(args.prm_lr, shape),
-                eval_every=50,
-                patience=6,
-                checkpoint_every=0,
-                device=device,
-            )
-            result = train_prm(cfg, records, reporter, root / f"prm-{name}-seed{prm_seed}")
-            prm, prm_tokenizer, loss = load_prm(result.checkpoint, device)
-            pools.append(
-                score_pool(prm, prm_tokenizer, loss, pool_problems, sampled, batch_size=256)
-            )
-            last_s = time.monotonic() - t0
-            row = {
-                "size": name,
-                "prm_seed": prm_seed,
-                "params_m": round(count_parameters(prm) / 1e6, 1),
-                "sft_s": round(sft_s, 1),
-                "prm_s": round(result.train_seconds, 1),
-                "best_step": result.best_step,
-                **{
-                    key: round(result.metrics.get(f"prm/{metric}", float("nan")), 3)
-                    for key, metric in VALIDATION_METRICS.items()
-                },
-                **pool_figures(pools[-1]),
-            }
-            report(row)
-            del prm
-        if len(pools) > 1:  # the ensemble: the pool scored by the mean of this size's PRMs
-            report({"size": name, "prm_seed": "mean", **pool_figures(mean_pool(pools))})
+        remaining = args.budget_s - (time.monotonic() - started)
+        if remaining < 1.5 * last_s:  # it would not finish
+            skipped.append(name)
+            continue
+        t0 = time.monotonic()
+        backbone, sft_s = (
+            (policy_dir, 0.0)
+            if is_shape_of(shape, model)
+            else sft(shape, f"sft-{name}", args.sft_steps)
+        )
+        cfg = PRMTrainConfig(
+            seed=prm_seed,
+            ensemble=args.ensemble,
+            init_from=backbone,
+            steps=args.prm_steps,
+            batch_size=args.prm_batch,
+            lr=width_scaled(args.prm_lr, shape),
+            eval_every=50,
+            patience=6,
+            checkpoint_every=0,
+            device=device,
+        )
+        result = train_prm(cfg, records, reporter, root / f"prm-{name}")
+        timing = {"sft_s": round(sft_s, 1), "prm_s": round(result.train_seconds, 1)}
+        if args.ensemble == 1:
+            row = scored_row(name, result.checkpoint, prm_seed)
+            report({**row, **timing, "best_step": result.best_step})
+        else:
+            for member in result.members:
+                folder = result.checkpoint / f"member_{member['member']}"
+                row = scored_row(name, folder, member["seed"])
+                report({**row, "best_step": member["best_step"]})
+            report({**scored_row(name, result.checkpoint, "mean"), **timing})
+        last_s = time.monotonic() - t0
     del model
 
     figures = {"bench": "prm_scale", "device": device, "data": data, "rows": rows}

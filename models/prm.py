@@ -47,7 +47,7 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -1237,31 +1237,3 @@ def score_pool(
         )
         for r, scores, end in zip(sampled, line_scores, end_scores, strict=True)
     ]
-
-
-def mean_pool(pools: Sequence[Sequence[PooledResponse]]) -> list[PooledResponse]:
-    """One pool scored by several PRMs → the same responses scored by the PRMs' mean, line by
-    line and at the end (an ensemble). PRMs trained from different seeds err on different
-    responses: on the embedded benchmark the mean of a PRM that reranked no better than a
-    random pick and one that reranked well beat both (README, "PRM seeds, and their mean").
-    An end past one PRM's window (None) makes the mean's None too."""
-    if not pools or len({len(pool) for pool in pools}) != 1:
-        raise ValueError("mean_pool needs one or more pools of the same responses")
-    mean: list[PooledResponse] = []
-    for scored in zip(*pools, strict=True):
-        first = scored[0]
-        if any(
-            r.record is not first.record or r.problem_index != first.problem_index for r in scored
-        ):
-            raise ValueError("mean_pool: the pools hold different responses or another order")
-        ends = [r.end_score for r in scored]
-        mean.append(
-            replace(
-                first,
-                line_scores=[
-                    float(np.mean(s)) for s in zip(*(r.line_scores for r in scored), strict=True)
-                ],
-                end_score=None if None in ends else float(np.mean(ends)),
-            )
-        )
-    return mean

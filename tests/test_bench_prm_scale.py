@@ -79,7 +79,8 @@ def test_bench_prm_scale_scores_one_pool_with_a_prm_per_size(
             "--synthetic", "2",
             "--synthetic-problems", "30",
             "--seed", "1",
-            "--prm-seeds", "3,4",
+            "--prm-seed", "3",
+            "--ensemble", "2",
             "--responses", "2",
             "--pool-split", "train",
             "--pool-problems", "2",
@@ -94,7 +95,7 @@ def test_bench_prm_scale_scores_one_pool_with_a_prm_per_size(
     # 2 sampled responses per labelled problem, the reference and 2 one-line mistakes of 30
     assert figures["data"]["synthetic"] == 30 * 3 and figures["data"]["records"] == 40 * 2 + 90
     assert figures["data"]["pool"] == 8
-    # one PRM per seed, both on the policy as backbone, then the pool scored by their mean
+    # an ensemble of two PRMs on the policy as backbone: a row per member, then the mean's
     assert [(row["size"], row["prm_seed"]) for row in figures["rows"]] == [
         ("1x32x2", 3),
         ("1x32x2", 4),

@@ -37,7 +37,6 @@ from models.prm import (
     label_metrics,
     line_loss,
     load_prm,
-    mean_pool,
     outcome_label,
     outcome_pairs,
     rank_loss,
@@ -413,36 +412,6 @@ def test_rerank_by_the_policys_own_likelihood_is_the_baseline_row():
     # a pool of records without the policy's log-probabilities has no such row
     bare = [PooledResponse(r.problem_index, r.passed, r.line_scores, r.neutral, None) for r in pool]
     assert "policy_logprob" not in rerank_metrics(bare, ks=[2])[1]["2"]
-
-
-def test_the_mean_of_two_prms_scores_each_line_and_end_by_their_mean():
-    def pool(scores, ends):
-        return [
-            PooledResponse(problem, passed, lines, [False] * len(lines), records[i], end)
-            for i, ((problem, passed), lines, end) in enumerate(
-                zip([(0, True), (0, False), (1, True), (1, False)], scores, ends, strict=True)
-            )
-        ]
-
-    records = [sample_record(i // 2, i % 2, "sampled", 0, i % 2 == 0) for i in range(4)]
-    # each PRM prefers one problem's failing response, by a margin the other outweighs
-    first = pool([[0.5], [0.9], [0.6], [0.2]], [0.6, 0.7, 0.5, -0.5])
-    second = pool([[0.8], [-0.6], [0.1], [0.3]], [0.9, -0.8, -0.1, 0.0])
-    mean = mean_pool([first, second])
-    assert [s for r in mean for s in r.line_scores] == pytest.approx([0.65, 0.15, 0.35, 0.25])
-    assert [r.end_score for r in mean] == pytest.approx([0.75, -0.05, 0.2, -0.25])
-    assert [r.record for r in mean] == records and [r.passed for r in mean] == [1, 0, 1, 0]
-    pairwise = {
-        name: rerank_metrics(p, ks=[2])[0]["prm/pairwise_end"]
-        for name, p in (("first", first), ("second", second), ("mean", mean))
-    }
-    assert pairwise == {"first": 0.5, "second": 0.5, "mean": 1.0}
-    # an end past one PRM's window has no mean
-    assert mean_pool([first, pool([[0]] * 4, [None, 0, 0, 0])])[0].end_score is None
-    with pytest.raises(ValueError, match="different responses"):
-        mean_pool([first, first[::-1]])
-    with pytest.raises(ValueError, match="same responses"):
-        mean_pool([first, first[:3]])
 
 
 def test_first_error_calibration_and_label_metrics():

@@ -22,6 +22,7 @@ import stat
 import sys
 import tempfile
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Literal
 
@@ -154,6 +155,7 @@ def _bwrap_options(prefix: str, limits: SandboxLimits) -> list[str]:
     return options
 
 
+@cache  # once per process and user: it walks the install's folders, and logs its choice once
 def _interpreter(user: int | None) -> tuple[str, str]:
     """(executable, install prefix) of the Python that runs inside the sandbox.
 
