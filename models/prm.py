@@ -27,6 +27,13 @@ processes, so N processes take exactly the 1-process step (of the pointwise loss
 loss pairs responses within each process's share). Rank 0 alone validates, logs and
 saves, and its early-stopping state is broadcast so that every process stops at the same step.
 
+With ``ensemble`` = N > 1 the loop (``train_member``) runs N times, one PRM after another —
+seeds ``seed`` … ``seed`` + N − 1 for the head and the data order, one validation split — on one
+step axis (member i's step s is the run's step i × steps + s). The checkpoint is a folder of the
+N PRMs that ``load_prm`` reads as a ``PRMEnsemble``: the mean of their outputs. PRMs of different
+seeds err on different responses, and validation cannot tell which one will (README, "PRM
+seeds, and their mean"), so the mean is kept rather than a pick.
+
 ``rerank_eval`` adds the paper's best-of-K reranking on a pool of sampled responses with test
 verdicts. ``score_responses`` is the one scoring function (PPO-compatible positions, batched);
 ``score_table`` serves the CLI and the dashboard.
