@@ -384,8 +384,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             report({**row, **timing, "best_step": result.best_step})
         else:
             for member in result.members:
-                folder = result.checkpoint / f"member_{member['member']}"
-                row = scored_row(name, folder, member["seed"])
+                row = scored_row(name, Path(member["folder"]), member["seed"])
                 report({**row, "best_step": member["best_step"]})
             report({**scored_row(name, result.checkpoint, "mean"), **timing})
         last_s = time.monotonic() - t0

@@ -39,7 +39,8 @@ verdicts. ``score_responses`` is the one scoring function (PPO-compatible positi
 ``score_table`` serves the CLI and the dashboard.
 
 A checkpoint is ``ValueModel.save``'s folder plus ``prm.json`` (loss, step, config, metrics):
-the loss decides how raw outputs map to scores, so every scorer reads it (``load_prm``).
+the loss decides how raw outputs map to scores, so every scorer reads it (``load_prm``). An
+ensemble's is a folder of such folders, its ``prm.json`` listing them (``save_ensemble``).
 Training also writes resumable checkpoints under ``train/`` every ``checkpoint_every`` steps and
 when it ends: the folder plus ``train_state.pt`` (optimizer, RNG, data order, early-stopping
 state and the best weights so far), from which ``train_prm(resume_dir=…)`` continues exactly.
@@ -439,7 +440,8 @@ def critic_start(folder: str | Path) -> Path:
     """The folder PPO's ValueInit loads the critic from: the PRM's own, or an ensemble's
     member with the lowest validation loss (the critic is one network)."""
     folder = Path(folder)
-    return folder / prm_meta(folder)["members"][0] if "members" in prm_meta(folder) else folder
+    members = prm_meta(folder).get("members")
+    return folder / members[0] if members else folder
 
 
 def score_table(
@@ -712,7 +714,7 @@ def finite(metrics: dict[str, float]) -> dict[str, float]:
 class PRMResult:
     checkpoint: Path
     best_step: int  # an ensemble's: the run's last step (its metrics are logged there)
-    steps_done: int
+    steps_done: int  # optimizer steps, of all members
     stopped_early: bool
     best_val_loss: float
     train_seconds: float
@@ -720,7 +722,7 @@ class PRMResult:
     metrics: dict[str, float]  # prm/… on the validation labels
     calibration: list[dict[str, float]]
     roc: list[tuple[float, float]]  # (false-positive rate, true-positive rate), lines
-    members: list[dict[str, Any]] = field(default_factory=list)  # an ensemble's, as trained
+    members: list[dict[str, Any]] = field(default_factory=list)  # an ensemble's, in seed order
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -967,8 +969,11 @@ def train_prm(
     data = split_examples(cfg, records, tokenizer, window)
     if resume_dir is None:  # logged once per run, not again on resume
         reporter.metrics(0, {f"charts/{name}": value for name, value in data.counts.items()})
+    # the member a checkpoint belongs to (one written before ensembles existed: member 0)
     resumed_member = (
-        torch.load(Path(resume_dir) / STATE_PT, weights_only=False)["member"] if resume_dir else 0
+        json.loads((Path(resume_dir) / STATE_JSON).read_text()).get("member", 0)
+        if resume_dir
+        else 0
     )
     pad_id = tokenizer.pad_token_id
     train = partial(train_member, cfg, data, tokenizer, reporter, out_dir, on_checkpoint)
@@ -1015,10 +1020,12 @@ def train_prm(
         save_prm(member_dir, prm, tokenizer, member_cfg, loop, finite(metrics))
         if on_member is not None:
             on_member(member_dir, member * cfg.steps + loop.done)
+        del trained, prm  # one member's weights in memory at a time while training
     if not is_main():
         return None
     members = [json.loads((d / PRM_JSON).read_text()) for d in member_dirs]
-    last_step = (cfg.ensemble - 1) * cfg.steps + members[-1]["steps_done"]  # the run's end
+    # the run's step where the last member ended: the ensemble's metrics and artifact land there
+    last_step = (cfg.ensemble - 1) * cfg.steps + members[-1]["steps_done"]
     # the lowest validation loss first: ValueInit starts the critic from it (``critic_start``)
     order = sorted(range(cfg.ensemble), key=lambda i: members[i]["metrics"]["prm/val_loss"])
     ensemble = PRMEnsemble([ValueModel.load(member_dirs[i]) for i in order]).to(
@@ -1032,7 +1039,7 @@ def train_prm(
     return PRMResult(
         checkpoint=folder,
         best_step=last_step,
-        steps_done=last_step,
+        steps_done=sum(m["steps_done"] for m in members),
         stopped_early=all(m["stopped_early"] for m in members),
         best_val_loss=metrics["prm/val_loss"],
         train_seconds=time.perf_counter() - started,
@@ -1041,8 +1048,14 @@ def train_prm(
         calibration=curve,
         roc=roc,
         members=[
-            {"member": i, "seed": m["config"]["seed"], "best_step": m["step"], **m["metrics"]}
-            for i, m in enumerate(members)
+            {
+                "folder": str(d),
+                "seed": m["config"]["seed"],
+                "best_step": m["step"],  # the member's own step; the run's is i × steps + it
+                "steps_done": m["steps_done"],
+                **m["metrics"],
+            }
+            for d, m in zip(member_dirs, members, strict=True)
         ],
     )
 

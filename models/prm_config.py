@@ -27,7 +27,8 @@ class PRMTrainConfig(BaseModel):
         ge=1,
         le=16,
         description="Train this many PRMs one after another — seeds seed, seed + 1, …: each its "
-        "own head and data order, all one validation split — and score by their mean (ours). "
+        "own head and data order, all one validation split — and score by their mean (ours; "
+        "a BCE ensemble's mean logit). "
         "On the embedded benchmark, single PRMs trained on one-line mistakes reranked well in 3 "
         "trainings of 4 and in the fourth missed one-line errors at held-out steps, which "
         "validation cannot see; the mean of two passed on both policies tried. Costs N times "

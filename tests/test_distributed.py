@@ -114,7 +114,10 @@ def test_prm_training_in_two_processes_follows_the_one_process_loss_curve(policy
     assert two.metrics["prm/auc"] == pytest.approx(one.metrics["prm/auc"], abs=1e-3)
 
 
-def test_a_prm_train_job_with_two_processes_logs_and_checkpoints_once(data_dir, policy_dir):
+@pytest.mark.parametrize("ensemble", [1, 2])
+def test_a_prm_train_job_with_two_processes_logs_and_checkpoints_once(
+    data_dir, policy_dir, ensemble
+):
     problems = generate(BenchmarkConfig(n_train=20, n_test=0, min_steps=2, max_steps=3))
     rng = random.Random(0)
     dataset = data_dir / "prm.jsonl"
@@ -124,6 +127,7 @@ def test_a_prm_train_job_with_two_processes_logs_and_checkpoints_once(data_dir, 
     config = {
         "dataset_run_id": run_with_artifact("prm-data", "prm-dataset", str(dataset)),
         "policy_run_id": run_with_artifact("sft", "checkpoint", str(policy_dir)),
+        "ensemble": ensemble,
         "steps": 6,
         "batch_size": 4,
         "eval_every": 3,
@@ -137,17 +141,18 @@ def test_a_prm_train_job_with_two_processes_logs_and_checkpoints_once(data_dir, 
     with session_scope() as session:
         run_id = crud.create_run(session, kind="prm-train", config=config).id
     assert execute_run(run_id) == "succeeded", crud_error(run_id)
-    assert metric_steps(run_id, "losses/prm_train") == [1, 2, 3, 4, 5, 6]
-    assert metric_steps(run_id, "losses/prm_val") == [3, 6]
+    steps = list(range(1, 6 * ensemble + 1))  # member i's step s is the run's 6i + s
+    assert metric_steps(run_id, "losses/prm_train") == steps
+    assert metric_steps(run_id, "losses/prm_val") == steps[2::3]
     with read_session() as session:
         kinds = session.execute(
             select(Artifact.kind, Artifact.step).where(Artifact.run_id == run_id)
         )
-        assert sorted(kinds) == [
-            ("prm-checkpoint", 6),
-            ("prm-train-state", 3),
-            ("prm-train-state", 6),
-        ]
+        members = [("prm-member", step) for step in steps[5::6]] if ensemble > 1 else []
+        assert sorted(kinds) == sorted(
+            [("prm-checkpoint", 6 * ensemble), *members]
+            + [("prm-train-state", step) for step in steps[2::3]]
+        )
 
 
 # ----------------------------------------------------------------------------- PPO

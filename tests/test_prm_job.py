@@ -13,6 +13,7 @@ import random
 import pytest
 import torch
 from sqlalchemy import select
+from transformers import AutoTokenizer
 
 from app import crud
 from app.db import read_session, session_scope
@@ -268,6 +269,7 @@ def test_an_ensemble_trains_its_members_in_turn_on_one_split_and_scores_by_their
     assert losses == sorted(losses)  # the lowest validation loss first (ValueInit's)
     assert len({m["metrics"]["prm/n_lines"] for m in members.values()}) == 1  # one split
     assert [m["seed"] for m in result.summary()["members"]] == [0, 1]
+    assert result.steps_done == 12  # optimizer steps, both members'
 
     # the checkpoint scores by the mean of two different PRMs, and its metrics are the mean's
     ensemble, _, _ = load_prm(result.checkpoint, device="cpu")
@@ -275,6 +277,35 @@ def test_an_ensemble_trains_its_members_in_turn_on_one_split_and_scores_by_their
     assert not torch.equal(first, second)
     assert result.metrics["prm/val_loss"] not in losses
     assert result.best_val_loss == result.metrics["prm/val_loss"]
+
+
+def test_an_rl_run_takes_an_ensemble_folder_as_its_prm(data_dir, inputs, tmp_path):
+    from models.prm import save_ensemble
+    from models.value_model import ValueModel
+    from workers.runner import reference_errors
+
+    policy, _ = inputs
+    cfg = PRMTrainConfig(init_from=policy, ensemble=2)
+    for seed in (0, 1):
+        ValueModel.from_policy(policy, seed=seed).save(tmp_path / "ens" / f"member_{seed}")
+    save_ensemble(
+        tmp_path / "ens",
+        ["member_0", "member_1"],
+        AutoTokenizer.from_pretrained(policy),
+        cfg,
+        2,
+        {},
+    )
+    rl = get_kind("rl")
+    for prm, errors in (
+        (tmp_path / "ens", []),
+        (tmp_path / "ens" / "member_0", []),
+        (tmp_path, ["prm: "]),
+    ):
+        found = reference_errors(
+            validate_config(rl, {"variant": "dense", "policy": policy, "prm": str(prm)})
+        )
+        assert [e[: len("prm: ")] for e in found] == errors
 
 
 def test_training_that_stopped_early_resumes_into_the_final_evaluation(inputs, tmp_path):

@@ -159,7 +159,11 @@ def run_prm_train(ctx, cfg: PRMJobConfig) -> dict[str, Any]:
         "prm-checkpoint",
         result.checkpoint,
         step=result.best_step,
-        meta={"format": "huggingface+value-head", "loss": cfg.loss, "ensemble": cfg.ensemble},
+        meta={
+            "format": "huggingface+value-head" if cfg.ensemble == 1 else "prm-ensemble",
+            "loss": cfg.loss,
+            "ensemble": cfg.ensemble,
+        },
     )
     summary: dict[str, Any] = {"dataset": str(dataset), "policy": policy, **result.summary()}
     if cfg.rerank.n_problems:

@@ -83,6 +83,12 @@ class JobContext:
 MODEL_FIELDS = frozenset({"policy", "prm", "checkpoints"})
 
 
+def marker_files(name: str) -> tuple[str, ...]:
+    """The files, one of which a folder in config field ``name`` must hold: a Hugging Face
+    model's config.json, or for a PRM also an ensemble's prm.json (its members are folders)."""
+    return ("config.json", "prm.json") if name == "prm" else ("config.json",)
+
+
 def reference_errors(cfg: BaseModel) -> list[str]:
     """What a config points at that is not there: runs (``*_run_id``), model folders,
     problem sets — each as ``field: problem``."""
@@ -97,13 +103,13 @@ def reference_errors(cfg: BaseModel) -> list[str]:
                 if session.get(Run, value) is None:
                     errors.append(f"{field}: run {value} does not exist")
             elif (name in MODEL_FIELDS or name == "init_from") and artifacts.in_store(value):
-                if not artifacts.exists(f"{value}/config.json"):
+                if not any(artifacts.exists(f"{value}/{file}") for file in marker_files(name)):
                     errors.append(f"{field}: {value} is not a model folder in the artifact store")
             elif name in MODEL_FIELDS or (name == "init_from" and Path(value).exists()):
                 folder = Path(value).expanduser()
                 if not folder.is_dir():
                     errors.append(f"{field}: {value} does not exist")
-                elif not (folder / "config.json").is_file():
+                elif not any((folder / file).is_file() for file in marker_files(name)):
                     errors.append(
                         f"{field}: {value} is not a model folder (no config.json): point at a "
                         "checkpoint saved by an sft/rl/prm-train run or a Hugging Face model"
