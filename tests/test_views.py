@@ -355,7 +355,7 @@ def test_adhoc_scoring_renders_the_prms_own_scores(data_dir, tmp_path):
     what ``models.prm.score_table`` returns, line by line."""
     from models.policy import build_tiny_policy, save_policy
     from models.policy_config import TinyModelConfig
-    from models.prm import save_prm, score_table
+    from models.prm import LoopState, save_prm, score_table
     from models.prm_config import PRMTrainConfig
     from models.tokenizer import train_tokenizer
     from models.value_model import ValueModel
@@ -372,7 +372,7 @@ def test_adhoc_scoring_renders_the_prms_own_scores(data_dir, tmp_path):
         ValueModel.from_policy(str(policy), seed=1),
         tokenizer,
         PRMTrainConfig(init_from=str(policy)),
-        step=0,
+        LoopState(),
         metrics={},
     )
     with session_scope() as session:
