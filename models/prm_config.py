@@ -31,7 +31,8 @@ class PRMTrainConfig(BaseModel):
         "a BCE ensemble's mean logit). "
         "On the embedded benchmark, single PRMs trained on one-line mistakes reranked well in 3 "
         "trainings of 4 and in the fourth missed one-line errors at held-out steps, which "
-        "validation cannot see; the mean of two passed on both policies tried. Costs N times "
+        "validation cannot see; the mean of two passed on 2 policies of 3 (on the third both "
+        "members failed, and the mean, better than either, was at random). Costs N times "
         "the training and scoring. The curves show member i's step s at i × steps + s; PPO's "
         "ValueInit starts the critic from the member with the lowest validation loss.",
     )
