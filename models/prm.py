@@ -962,8 +962,7 @@ def train_prm(
     Distributed, rank 0 returns the result and the other ranks None."""
     if cfg.init_from is None:
         raise ValueError("init_from: name the policy folder the PRM starts from (the SFT model)")
-    seed_everything(cfg.seed)
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir)  # every member seeds its own randomness (``train_member``)
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(cfg.init_from))
     window = min(cfg.max_seq_len, context_length(AutoConfig.from_pretrained(cfg.init_from)))
     data = split_examples(cfg, records, tokenizer, window)
@@ -1023,7 +1022,7 @@ def train_prm(
         del trained, prm  # one member's weights in memory at a time while training
     if not is_main():
         return None
-    members = [json.loads((d / PRM_JSON).read_text()) for d in member_dirs]
+    members = [prm_meta(d) for d in member_dirs]
     # the run's step where the last member ended: the ensemble's metrics and artifact land there
     last_step = (cfg.ensemble - 1) * cfg.steps + members[-1]["steps_done"]
     # the lowest validation loss first: ValueInit starts the critic from it (``critic_start``)
