@@ -24,6 +24,7 @@ oracle) are measured on that pool in the same run.
    ``prm-train``'s ensemble instead (seeds ``--prm-seed`` … + N−1: the head and the data order,
    one validation split): a row per member, which measures how much the PRM's training alone
    moves the result on one policy and one pool, then the ensemble's row, ``prm_seed`` "mean".
+   ``--lm-weight W`` adds ``prm-train``'s language-modelling loss on the passing responses.
 
 Sizes run smallest first and each row is appended to ``--out`` (JSONL) as it finishes, so a
 run stopped by its time budget keeps what it measured. Without
@@ -32,7 +33,7 @@ CUDA it prints ``{"skipped": ...}`` unless ``--device cpu`` asks for a (small) C
     python -m bench.prm_scale --budget-s 420 --out rows.jsonl
     python -m bench.prm_scale --device cpu --sizes 2x64x2 --label-problems 16 ...  # smoke
     python -m bench.prm_scale --device cpu --sizes 4x192x4 --label-problems 0 \
-        --synthetic-problems 4744 --prm-seed 1 --ensemble 2 --prm-steps 3000 ...  # README's
+        --synthetic-problems 4744 --prm-seed 1 --lm-weight 1 --prm-steps 3000 ...  # README's
 
 The last line of output is one JSON object (DESIGN §6).
 """
@@ -193,6 +194,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--ensemble", type=int, default=1, help="PRMs per size, scored by their mean"
     )
+    parser.add_argument(
+        "--lm-weight", type=float, default=0.0, help="prm-train's lm_weight (the LM loss)"
+    )
     parser.add_argument("--pool-problems", type=int, default=128)
     parser.add_argument(
         "--pool-split",
@@ -342,6 +346,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return {
             "size": size,
             "prm_seed": seed,
+            "lm_weight": args.lm_weight,
             "params_m": round(count_parameters(prm) / 1e6, 1),
             **{
                 key: round(metrics.get(f"prm/{metric}", float("nan")), 3)
@@ -368,6 +373,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cfg = PRMTrainConfig(
             seed=prm_seed,
             ensemble=args.ensemble,
+            lm_weight=args.lm_weight,
             init_from=backbone,
             steps=args.prm_steps,
             batch_size=args.prm_batch,

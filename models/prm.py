@@ -64,7 +64,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
-from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedTokenizerBase,
+)
 
 from models.distributed import all_reduce_sum, broadcast, ddp, is_main, rank_device, shard, world
 from models.evaluation import RunBatch, SampleRecord, evaluate, pass_at_k
@@ -162,6 +168,7 @@ class Example:
     labels: list[int]
     end: int | None = None
     outcome: int = 0
+    lm_start: int | None = None  # the response's first token, when the LM loss reads it
 
 
 def encode(
@@ -171,10 +178,12 @@ def encode(
     max_len: int,
     labels: Sequence[int] | None = None,
     outcome: int = 0,
+    lm: bool = False,
 ) -> Example:
     """Tokenise ``prompt + response`` once and append EOS, where the PRM scores the response
     as a whole; lines whose last token falls past ``max_len`` are dropped (the window keeps
-    the prompt: the PRM cannot judge code without its task)."""
+    the prompt: the PRM cannot judge code without its task). ``lm``: mark the response's
+    first token (the first holding any of its characters) for the language-modelling loss."""
     ids, offsets = encode_with_offsets(tokenizer, prompt + response)
     # spans in response coordinates: prompt tokens start before 0, which segment() allows
     shifted = [(start - len(prompt), end - len(prompt)) for start, end in offsets]
@@ -185,7 +194,8 @@ def encode(
     if end is not None:
         ids = [*ids, tokenizer.eos_token_id]
     outcome = outcome if end is not None else 0
-    return Example(ids[:max_len], positions[:fit], labels[:fit], end, outcome)
+    lm_start = next((i for i, (_, stop) in enumerate(shifted) if stop > 0), None) if lm else None
+    return Example(ids[:max_len], positions[:fit], labels[:fit], end, outcome, lm_start)
 
 
 @dataclass
@@ -198,6 +208,7 @@ class Batch:
     rows: torch.Tensor  # (N,) which sequence
     cols: torch.Tensor  # (N,) which position: a line's last token
     labels: torch.Tensor  # (N,) float, +1 / 0 / −1
+    lm_targets: torch.Tensor  # (B, T) the next token where the LM loss reads, else −100
 
     def to(self, device: torch.device) -> Batch:
         return Batch(*(getattr(self, name).to(device) for name in Batch.__dataclass_fields__))
@@ -207,10 +218,15 @@ def collate(examples: Sequence[Example], pad_id: int, skip_neutral: bool) -> Bat
     T = max(len(example.ids) for example in examples)
     input_ids = torch.full((len(examples), T), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(examples), T), dtype=torch.long)
+    lm_targets = torch.full((len(examples), T), -100, dtype=torch.long)  # cross_entropy skips
     rows, cols, labels = [], [], []
     for b, example in enumerate(examples):
         input_ids[b, : len(example.ids)] = torch.tensor(example.ids)
         attention_mask[b, : len(example.ids)] = 1
+        if example.lm_start is not None and example.lm_start < len(example.ids):
+            # position t predicts token t + 1: from the prompt's last token to the EOS
+            targets = example.ids[example.lm_start :]
+            lm_targets[b, example.lm_start - 1 : len(example.ids) - 1] = torch.tensor(targets)
         for position, label in zip(example.positions, example.labels, strict=True):
             if skip_neutral and label == 0:
                 continue
@@ -227,6 +243,7 @@ def collate(examples: Sequence[Example], pad_id: int, skip_neutral: bool) -> Bat
         torch.tensor(rows, dtype=torch.long),
         torch.tensor(cols, dtype=torch.long),
         torch.tensor(labels, dtype=torch.float32),
+        lm_targets,
     )
 
 
@@ -792,6 +809,7 @@ def split_examples(
                 window,
                 r.labels,
                 outcome_label(r) if cfg.outcome_labels else 0,
+                lm=cfg.lm_weight > 0 and bool(r.passed),
             )
             for r in rs
         ]
@@ -895,6 +913,7 @@ class LoopState:
     done: int = 0  # optimizer steps taken
     order: list[int] = field(default_factory=list)  # the rest of this epoch's shuffled order
     losses: list[float] = field(default_factory=list)  # train losses since the last log
+    lm_losses: list[float] = field(default_factory=list)  # and LM losses (``lm_weight``)
     best_loss: float = math.inf
     best_step: int = 0
     evals_since_best: int = 0
@@ -1059,6 +1078,16 @@ def train_prm(
     )
 
 
+def policy_lm_head(prm: ValueModel, policy_dir: str | None) -> torch.Tensor:
+    """The (V, H) weight that maps the PRM backbone's last hidden states to next-token logits,
+    as the policy's LM head does: with tied embeddings the backbone's own input embedding
+    (trained with it), else the policy's output layer, frozen."""
+    if prm.config.tie_word_embeddings:
+        return prm.backbone.get_input_embeddings().weight
+    policy = AutoModelForCausalLM.from_pretrained(policy_dir, dtype=torch.float32)
+    return policy.get_output_embeddings().weight.detach().to(prm.head.weight.device)
+
+
 def train_member(
     cfg: PRMTrainConfig,
     data: SplitExamples,
@@ -1084,6 +1113,7 @@ def train_member(
         else ValueModel.from_policy(cfg.init_from, seed=seed, dtype=fp32)
     ).to(device)
     optimizer = make_optimizer(prm, cfg)
+    lm_head = policy_lm_head(prm, cfg.init_from) if cfg.lm_weight > 0 else None
     data_rng = torch.Generator().manual_seed(seed)
     loop, best_weights = LoopState(), None
     if resume_dir:
@@ -1127,7 +1157,7 @@ def train_member(
         examples = [train[i] for i in mine]
         batch = collate(examples, pad_id, cfg.skip_neutral).to(device)
         with autocast_for(device):
-            values = prm_ddp(batch.input_ids, batch.attention_mask)  # (B, T)
+            values, hidden = prm_ddp(batch.input_ids, batch.attention_mask, with_hidden=True)
         # The mean over the batch's supervised lines on all processes: DDP averages gradients
         # over processes, so each divides its sum by (all lines / processes).
         lines = all_reduce_sum(torch.tensor(float(len(batch.labels)), device=device))
@@ -1137,8 +1167,20 @@ def train_member(
             if passing:
                 ends = values[torch.arange(len(examples)), [e.end or 0 for e in examples]]
                 loss = loss + cfg.rank_weight * rank_loss(ends, passing, failing)
+        objective = loss  # the PRM's loss, plus the LM loss that only keeps the backbone
+        if lm_head is not None:
+            # next-token loss of the passing responses through the policy's LM head, the mean
+            # over their tokens on all processes (as the line loss): logits (B, T, V)
+            targets = batch.lm_targets.flatten()
+            tokens = all_reduce_sum((targets >= 0).sum().float())
+            if tokens > 0:
+                logits = (hidden @ lm_head.T).float()
+                lm_sum = F.cross_entropy(logits.flatten(0, 1), targets, reduction="sum")
+                lm_loss = lm_sum * world() / tokens
+                objective = loss + cfg.lm_weight * lm_loss
+                loop.lm_losses.append(all_reduce_sum(lm_loss.detach()).item() / world())
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        objective.backward()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(prm.parameters(), cfg.grad_clip)
         optimizer.step()
@@ -1147,8 +1189,12 @@ def train_member(
         done = loop.done = step + 1
 
         if done % cfg.log_every == 0:
-            reporter.metrics(offset + done, {"losses/prm_train": float(np.mean(loop.losses))})
+            logged = {"losses/prm_train": float(np.mean(loop.losses))}
+            if loop.lm_losses:
+                logged["losses/prm_lm"] = float(np.mean(loop.lm_losses))
+            reporter.metrics(offset + done, logged)
             loop.losses.clear()
+            loop.lm_losses.clear()
         if done % cfg.eval_every == 0 or done == cfg.steps:
             if is_main():  # the other processes wait at the broadcast below
                 val_loss, _, ends = validation_loss(prm, data.val, data.val_problems, pad_id, cfg)

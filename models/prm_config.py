@@ -70,6 +70,17 @@ class PRMTrainConfig(BaseModel):
         "process's share (the pointwise loss alone is exactly the 1-process one). Needs "
         "outcome_labels. 0: off, the paper's pointwise loss.",
     )
+    lm_weight: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=100.0,
+        description="Weight of a language-modelling loss (ours, after GRM, Yang et al. 2024): "
+        "next-token cross-entropy on the passing responses' tokens, read from the PRM's "
+        "hidden states through the policy's LM head (with tied embeddings trained with the "
+        "backbone, else frozen). It keeps what the policy learnt from predicting code — "
+        "which number of the prompt a line must copy — that a scalar loss on line ends lets "
+        "fine-tuning erase. The validation loss and early stopping leave it out. 0: off.",
+    )
     skip_neutral: bool = Field(
         default=True,
         description="Leave blank and comment-only lines (label 0) out of the loss. Their 0 is "

@@ -82,8 +82,11 @@ class ValueModel(nn.Module):
         save_file(head_state, folder / HEAD_FILE)
         return folder
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """One value per position. ``input_ids``, ``attention_mask``: (B, T) → (B, T).
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, with_hidden: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """One value per position. ``input_ids``, ``attention_mask``: (B, T) → (B, T); with
+        ``with_hidden`` also the last hidden states (B, T, H) the values are read from.
 
         With left padding, position ids must skip the pads so a prompt's first real token sits
         at position 0 whatever the padding — the same positions the policy saw."""
@@ -91,4 +94,5 @@ class ValueModel(nn.Module):
         hidden = self.backbone(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
         ).last_hidden_state  # (B, T, H)
-        return self.head(hidden).squeeze(-1)  # (B, T)
+        values = self.head(hidden).squeeze(-1)  # (B, T)
+        return (values, hidden) if with_hidden else values

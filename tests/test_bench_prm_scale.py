@@ -66,7 +66,7 @@ def test_bench_prm_scale_scores_one_pool_with_a_prm_per_size(
         "1x32x2",
         "1x48x2",
     ]
-    assert figures["skipped"] == []
+    assert figures["skipped"] == [] and first["lm_weight"] == 0.0
 
     # exact labels, and a pool of train problems that the labelling leaves out
     figures = main(
@@ -81,6 +81,7 @@ def test_bench_prm_scale_scores_one_pool_with_a_prm_per_size(
             "--seed", "1",
             "--prm-seed", "3",
             "--ensemble", "2",
+            "--lm-weight", "1",
             "--responses", "2",
             "--pool-split", "train",
             "--pool-problems", "2",
@@ -102,6 +103,7 @@ def test_bench_prm_scale_scores_one_pool_with_a_prm_per_size(
         ("1x32x2", "mean"),
     ]
     assert set(figures["rows"][2]["best_of"]["4"]) >= {"prm_end", "random", "oracle"}
+    assert {row["lm_weight"] for row in figures["rows"]} == {1.0}
 
 
 def test_a_size_that_is_not_layers_by_width_by_heads_names_the_format() -> None:

@@ -83,12 +83,13 @@ def test_prm_training_in_two_processes_follows_the_one_process_loss_curve(policy
         lr=3e-3,
         warmup_steps=2,
         eval_every=3,
-        patience=2,
+        patience=1,
         log_every=1,
         checkpoint_every=0,
         val_fraction=0.2,
         device="cpu",
         rank_weight=0.0,  # exact for the pointwise loss; ranking pairs stay within a share
+        lm_weight=1.0,  # the LM loss's mean over all processes' tokens: exact too
     )
     alone, together = MemoryReporter(), MemoryReporter()
     one = train_prm(cfg, records, alone, tmp_path / "one")
@@ -100,7 +101,7 @@ def test_prm_training_in_two_processes_follows_the_one_process_loss_curve(policy
         device="cpu",
         timeout_s=120,
     )
-    for name in ("losses/prm_train", "losses/prm_val"):
+    for name in ("losses/prm_train", "losses/prm_val", "losses/prm_lm"):
         steps, values = zip(*alone.series(name), strict=True)
         assert [step for step, _ in together.series(name)] == list(steps)
         np.testing.assert_allclose([v for _, v in together.series(name)], values, rtol=1e-4)

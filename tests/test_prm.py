@@ -14,6 +14,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from models.benchmark import INDENT, BenchmarkConfig, generate, problem_steps, render_line
 from models.evaluation import pass_at_k
@@ -39,6 +41,7 @@ from models.prm import (
     load_prm,
     outcome_label,
     outcome_pairs,
+    policy_lm_head,
     rank_loss,
     read_records,
     rerank_metrics,
@@ -247,6 +250,17 @@ def test_scores_map_to_lines_when_bpe_tokens_span_newlines(tmp_path):
     # past the window there is no end (and no outcome to train on)
     short = encode(tokenizer, prompt, response, max_len=len(ids), outcome=1)
     assert short.end is None and short.outcome == 0
+
+    # the LM loss reads the response from its first token (here "\n    ", which the prompt
+    # and the response share) to the EOS, each predicted from the position before it
+    lm = encode(tokenizer, prompt, response, max_len=512, lm=True)
+    first = next(i for i, (_, stop) in enumerate(offsets) if stop > len(prompt))
+    assert offsets[first][0] < len(prompt) and lm.lm_start == first and example.lm_start is None
+    batch = collate([lm, example], tokenizer.pad_token_id, skip_neutral=True)
+    targets = batch.lm_targets
+    assert targets[0, first - 1 : len(lm.ids) - 1].tolist() == lm.ids[first:]
+    assert (targets[0, : first - 1] == -100).all() and (targets[0, len(lm.ids) - 1 :] == -100).all()
+    assert (targets[1] == -100).all()  # a response not marked for it: no LM loss
 
 
 def test_save_and_load_give_identical_scores(tmp_path, tiny_policy):
@@ -513,6 +527,79 @@ def test_a_failing_response_of_comments_only_trains_the_end_score(
     no_outcome = cfg.model_copy(update={"outcome_labels": False, "rank_weight": 0.0})
     counts = train_prm(no_outcome, with_comments, MemoryReporter(), tmp_path / "c").counts
     assert counts["n_train_records"] == kept["n_train_records"]  # nothing left to learn from
+
+
+def lm_loss_of_passing_responses(prm: ValueModel, records: list[PRMRecord], policy: str) -> float:
+    """The next-token loss of the passing responses through the policy's LM head."""
+    tokenizer = AutoTokenizer.from_pretrained(policy)
+    passing = [r for r in records if r.passed]
+    examples = [encode(tokenizer, r.prompt, r.response, 512, lm=True) for r in passing]
+    batch = collate(examples, tokenizer.pad_token_id, skip_neutral=True)
+    with torch.no_grad():
+        _, hidden = prm(batch.input_ids, batch.attention_mask, with_hidden=True)
+        logits = hidden @ policy_lm_head(prm, policy).T
+    return F.cross_entropy(logits.flatten(0, 1), batch.lm_targets.flatten()).item()
+
+
+def test_the_lm_loss_keeps_the_policys_next_token_predictions(
+    benchmark_records, tiny_policy, tmp_path
+):
+    # the policy first learns the passing responses (a short SFT through its own LM head)
+    policy = GPT2LMHeadModel.from_pretrained(tiny_policy)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_policy)
+    passing = [r for r in benchmark_records if r.passed]
+    examples = [encode(tokenizer, r.prompt, r.response, 512, lm=True) for r in passing[:64]]
+    batch = collate(examples, tokenizer.pad_token_id, skip_neutral=True)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=3e-3)
+    for _ in range(40):
+        logits = policy(batch.input_ids, attention_mask=batch.attention_mask).logits
+        loss = F.cross_entropy(logits.flatten(0, 1), batch.lm_targets.flatten())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    policy_dir = str(save_policy(policy, tokenizer, tmp_path / "sft"))
+    start = lm_loss_of_passing_responses(ValueModel.from_policy(policy_dir), passing, policy_dir)
+
+    # then PRMs train from it at a high learning rate, without and with the LM loss
+    after = {}
+    for lm_weight in (0.0, 1.0):
+        cfg = PRMTrainConfig(
+            init_from=policy_dir,
+            lm_weight=lm_weight,
+            steps=40,
+            batch_size=16,
+            lr=3e-3,
+            warmup_steps=0,
+            eval_every=40,
+            device="cpu",
+        )
+        reporter = MemoryReporter()
+        result = train_prm(cfg, benchmark_records, reporter, tmp_path / f"lm{lm_weight}")
+        prm = ValueModel.load(result.checkpoint)
+        after[lm_weight] = lm_loss_of_passing_responses(prm, passing, policy_dir)
+        # its own curve, beside the PRM's loss (which leaves it out)
+        assert len(reporter.series("losses/prm_lm")) == (4 if lm_weight else 0)
+    # the scalar loss alone erases much of what the policy predicted; the LM loss keeps it
+    assert after[0.0] > 1.5 * start and after[1.0] < 0.5 * after[0.0], (start, after)
+
+
+def test_an_untied_policys_lm_head_is_its_own_frozen_output_layer(tmp_path):
+    tokenizer = train_tokenizer(["def f(v0):\n    return v0\n"] * 20, 300)
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=16, n_layer=1, n_head=2)
+    config.tie_word_embeddings = False
+    policy = GPT2LMHeadModel(config)
+    folder = save_policy(policy, tokenizer, tmp_path / "untied")
+    prm = ValueModel.from_policy(folder)
+    head = policy_lm_head(prm, str(folder))
+    assert torch.equal(head, policy.lm_head.weight) and not head.requires_grad
+    assert not torch.equal(head, prm.backbone.get_input_embeddings().weight)
+    tied = ValueModel.from_policy(tiny_policy_folder(tmp_path, tokenizer))
+    assert policy_lm_head(tied, None) is tied.backbone.get_input_embeddings().weight
+
+
+def tiny_policy_folder(tmp_path, tokenizer) -> str:
+    model = build_tiny_policy(tokenizer, TinyModelConfig(n_layer=1, n_embd=16, n_head=2), 0)
+    return str(save_policy(model, tokenizer, tmp_path / "tied"))
 
 
 def test_train_prm_needs_an_initial_policy(benchmark_records, tmp_path):
