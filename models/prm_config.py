@@ -79,7 +79,10 @@ class PRMTrainConfig(BaseModel):
         "hidden states through the policy's LM head (with tied embeddings trained with the "
         "backbone, else frozen). It keeps what the policy learnt from predicting code — "
         "which number of the prompt a line must copy — that a scalar loss on line ends lets "
-        "fine-tuning erase. The validation loss and early stopping leave it out. 0: off.",
+        "fine-tuning erase. On the embedded benchmark's held-out (op, number) steps, one "
+        "PRM with 1 picked a passing response among 16 on 50.8 % of test problems (random "
+        "34.8), where four PRMs without it had been below random on that policy. The "
+        "validation loss and early stopping leave it out (curve: losses/prm_lm). 0: off.",
     )
     skip_neutral: bool = Field(
         default=True,
