@@ -224,9 +224,10 @@ def collate(examples: Sequence[Example], pad_id: int, skip_neutral: bool) -> Bat
         input_ids[b, : len(example.ids)] = torch.tensor(example.ids)
         attention_mask[b, : len(example.ids)] = 1
         if example.lm_start is not None and example.lm_start < len(example.ids):
-            # position t predicts token t + 1: from the prompt's last token to the EOS
-            targets = example.ids[example.lm_start :]
-            lm_targets[b, example.lm_start - 1 : len(example.ids) - 1] = torch.tensor(targets)
+            # position t predicts token t + 1: from the prompt's last token to the EOS (a
+            # first token with nothing before it has no position to be predicted from)
+            start = max(example.lm_start, 1)
+            lm_targets[b, start - 1 : len(example.ids) - 1] = torch.tensor(example.ids[start:])
         for position, label in zip(example.positions, example.labels, strict=True):
             if skip_neutral and label == 0:
                 continue
@@ -1174,7 +1175,7 @@ def train_member(
             targets = batch.lm_targets.flatten()
             tokens = all_reduce_sum((targets >= 0).sum().float())
             if tokens > 0:
-                logits = (hidden @ lm_head.T).float()
+                logits = hidden.float() @ lm_head.float().T  # fp32, as the line loss
                 lm_sum = F.cross_entropy(logits.flatten(0, 1), targets, reduction="sum")
                 lm_loss = lm_sum * world() / tokens
                 objective = loss + cfg.lm_weight * lm_loss

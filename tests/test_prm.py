@@ -261,6 +261,10 @@ def test_scores_map_to_lines_when_bpe_tokens_span_newlines(tmp_path):
     assert targets[0, first - 1 : len(lm.ids) - 1].tolist() == lm.ids[first:]
     assert (targets[0, : first - 1] == -100).all() and (targets[0, len(lm.ids) - 1 :] == -100).all()
     assert (targets[1] == -100).all()  # a response not marked for it: no LM loss
+    # with no prompt the first token has nothing to be predicted from: the rest still count
+    bare = encode(tokenizer, "", response, max_len=512, lm=True)
+    bare_targets = collate([bare], tokenizer.pad_token_id, skip_neutral=True).lm_targets[0]
+    assert bare.lm_start == 0 and bare_targets[: len(bare.ids) - 1].tolist() == bare.ids[1:]
 
 
 def test_save_and_load_give_identical_scores(tmp_path, tiny_policy):
