@@ -220,7 +220,10 @@ def launch(
                         )
                     )
             wait_until_ready(folder, ranks, timeout_s)
-            with process_group(device, timeout_s, {**env, "RANK": "0", "LOCAL_RANK": "0"}):
+            with (
+                torch_threads(int(env["OMP_NUM_THREADS"])),
+                process_group(device, timeout_s, {**env, "RANK": "0", "LOCAL_RANK": "0"}),
+            ):
                 try:
                     result = target(**kwargs, reporter=reporter, **main_kwargs)
                     barrier()  # every rank is done before anyone leaves the group
@@ -240,6 +243,19 @@ def launch(
         if cause is not None:
             raise RankFailed(cause)
         return result
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Rank 0 runs in the job's process, whose torch uses every core it was given; while the
+    other ranks run beside it, it takes the share they got (OMP_NUM_THREADS), or its threads
+    and theirs would oversubscribe the cores and every collective would wait on the slowest."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def wait_until_ready(folder: Path, ranks: list[subprocess.Popen], timeout_s: float) -> None:

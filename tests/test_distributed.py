@@ -327,3 +327,19 @@ def test_a_rank_that_cannot_start_fails_the_run_without_waiting_for_the_timeout(
 def test_more_processes_than_gpus_is_an_error_naming_the_field():
     with pytest.raises(ValueError, match="processes: 2 processes take one GPU each"):
         launch(2, noop, {}, reporter=MemoryReporter(), device="cuda")
+
+
+def threads_in_use(*, reporter) -> int:
+    return torch.get_num_threads()
+
+
+def test_rank_0_takes_its_share_of_the_cores_while_the_others_run():
+    """The job's process may use every core; beside rank 1 it must use OMP_NUM_THREADS (1
+    here), as the subprocesses do, and get its own count back afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert launch(2, threads_in_use, {}, reporter=MemoryReporter(), device="cpu") == 1
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
