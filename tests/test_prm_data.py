@@ -91,7 +91,13 @@ def needs_sandbox() -> None:
 def test_the_job_stores_labels_and_exports_the_dataset(data_dir, policies, tmp_path):
     needs_sandbox()
     run_id = new_run(
-        job_config(policies, selection="full", synthetic_mistakes=2, synthetic_problems=6)
+        job_config(
+            policies,
+            selection="full",
+            synthetic_mistakes=2,
+            synthetic_problems=6,
+            novel_arguments=1,
+        )
     )
     assert execute_run(run_id) == "succeeded"
     with read_session() as session:
@@ -101,8 +107,14 @@ def test_the_job_stores_labels_and_exports_the_dataset(data_dir, policies, tmp_p
         metrics = {m.name: m.value for m in session.scalars(select(Metric))}
 
     # every policy's responses, then the reference and two one-line mistakes of each of the
-    # first 6 problems: the 4 sampled and 2 that no policy was asked to answer
-    synthetic = 6 * 3
+    # first 6 problems (the 4 sampled and 2 that no policy was asked to answer), and a
+    # counterfactual copy of each (its reference and the source's) where its tests tell them apart
+    train = [p.task_id for p in generate(BENCH) if p.meta["split"] == "train"]
+    synthetic_ids = {s.meta["task_id"] for s in samples if s.meta["search"] == SYNTHETIC}
+    novel = {task_id for task_id in synthetic_ids if "/novel-" in task_id}
+    assert novel and {task_id.split("/novel-")[0] for task_id in novel} <= set(train[:6])
+    assert synthetic_ids - novel == set(train[:6])
+    synthetic = 6 * 3 + 2 * len(novel)
     total = len(policies) * N_PROBLEMS * N_RESPONSES + synthetic
     assert len(samples) == total
     keys = {
@@ -110,8 +122,7 @@ def test_the_job_stores_labels_and_exports_the_dataset(data_dir, policies, tmp_p
     }
     assert len(keys) == total
     assert sum(s.meta["search"] == SYNTHETIC for s in samples) == synthetic
-    train = [p.task_id for p in generate(BENCH) if p.meta["split"] == "train"]
-    assert {s.meta["task_id"] for s in samples if s.meta["search"] == SYNTHETIC} == set(train[:6])
+    assert all(s.problem_id is None for s in samples if s.meta["task_id"] in novel)
     assert {s.meta["task_id"] for s in samples if s.meta["search"] != SYNTHETIC} == set(
         train[:N_PROBLEMS]
     )

@@ -293,7 +293,10 @@ def run_prm_data(ctx, cfg: PrmDataJobConfig) -> dict[str, Any]:
         done=done,
     )
     synthetic = synthetic_mistakes(
-        split[: cfg.synthetic_problems or cfg.max_problems], cfg.synthetic_mistakes, cfg.seed
+        split[: cfg.synthetic_problems or cfg.max_problems],
+        cfg.synthetic_mistakes,
+        cfg.seed,
+        cfg.novel_arguments,
     )
     for index, record in enumerate(synthetic):
         if index % 1000 == 0:
