@@ -17,6 +17,8 @@ oracle) are measured on that pool in the same run.
    prm-data job's default) adds the reference and N one-line mistakes of each of the first
    ``--synthetic-problems`` train problems (default: the labelled ones), labelled exactly
    (``models.labeling.synthetic_mistakes``); with ``--label-problems 0`` they are all the data.
+   ``--novel-arguments N`` adds up to N counterfactual copies of each (prm-data's
+   ``novel_arguments``).
 4. Per size ``LxWxH`` (layers × width × heads): a backbone of that shape — the policy itself
    when it has that shape, else a fresh model SFT-trained on the train split like the policy —
    plus a scalar head, trained as ``prm-train`` trains one (line MSE + end outcome + ranking
@@ -188,6 +190,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--label-problems)",
     )
     parser.add_argument(
+        "--novel-arguments",
+        type=int,
+        default=0,
+        help="counterfactual copies (one argument past the benchmark's range) per problem, "
+        "each with the source's reference as its mistake (prm-data's novel_arguments)",
+    )
+    parser.add_argument(
         "--seed", type=int, default=0, help="seeds the policy's SFT, the labels and the mistakes"
     )
     parser.add_argument("--prm-seed", type=int, help="the PRM's seed (default: --seed)")
@@ -311,7 +320,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     synthetic_problems = (
         args.label_problems if args.synthetic_problems is None else args.synthetic_problems
     )
-    synthetic = synthetic_mistakes(train[:synthetic_problems], args.synthetic, args.seed)
+    synthetic = synthetic_mistakes(
+        train[:synthetic_problems], args.synthetic, args.seed, args.novel_arguments
+    )
     records += [PRMRecord.model_validate(dataset_record(r)) for r in synthetic]
     del sampler
     data = {
@@ -321,6 +332,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "seed": args.seed,
         "records": len(records),
         "synthetic": len(synthetic),
+        "novel": sum("/novel-" in r.task_id for r in synthetic),
         "passing": sum(bool(r.passed) for r in records),
         "label_s": round(label_s, 1),
         "pool": len(sampled),

@@ -78,6 +78,7 @@ def test_bench_prm_scale_scores_one_pool_with_a_prm_per_size(
             "--labels", "ground-truth",
             "--synthetic", "2",
             "--synthetic-problems", "30",
+            "--novel-arguments", "1",
             "--seed", "1",
             "--prm-seed", "3",
             "--ensemble", "2",
@@ -93,8 +94,12 @@ def test_bench_prm_scale_scores_one_pool_with_a_prm_per_size(
     )  # fmt: skip
     assert figures["data"]["labels"] == "ground-truth" and figures["data"]["pool_split"] == "train"
     assert figures["data"]["label_problems"] == 40 and figures["data"]["seed"] == 1
-    # 2 sampled responses per labelled problem, the reference and 2 one-line mistakes of 30
-    assert figures["data"]["synthetic"] == 30 * 3 and figures["data"]["records"] == 40 * 2 + 90
+    # 2 sampled responses per labelled problem, the reference and 2 one-line mistakes of 30,
+    # and the 2 records of each counterfactual copy (one per problem, where its tests tell)
+    novel = figures["data"]["novel"]
+    assert 0 < novel <= 30 * 2 and novel % 2 == 0
+    assert figures["data"]["synthetic"] == 30 * 3 + novel
+    assert figures["data"]["records"] == 40 * 2 + 90 + novel
     assert figures["data"]["pool"] == 8
     # an ensemble of two PRMs on the policy as backbone: a row per member, then the mean's
     assert [(row["size"], row["prm_seed"]) for row in figures["rows"]] == [
