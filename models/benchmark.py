@@ -473,6 +473,21 @@ def one_line_mistakes(steps: Sequence[Step], seen: Collection[Step]) -> list[lis
     return mistakes
 
 
+def misplaced_argument_mistakes(steps: Sequence[Step], seen: Collection[Step]) -> list[list[Step]]:
+    """The one-line mistakes that give a step another step's integer argument, its op kept:
+    a number the prompt does hold, on the wrong line — the error a policy makes when it pairs
+    the statement's numbers with the wrong steps, and one that a PRM checking only whether a
+    line's number appears in the prompt cannot see. Only (op, argument) pairs in ``seen``."""
+    numbers = sorted({arg for op, arg in steps if OPS[op].arg == "int" and arg is not None})
+    return [
+        [*steps[:i], (op, other), *steps[i + 1 :]]
+        for i, (op, arg) in enumerate(steps)
+        if OPS[op].arg == "int"
+        for other in numbers
+        if other != arg and (op, other) in seen
+    ]
+
+
 NOVEL_SPAN = 4  # a counterfactual's argument: 1 to this many past the largest one seen
 
 

@@ -61,6 +61,7 @@ from models.benchmark import (
     ground_truth_requests,
     judge_program,
     labels_from_results,
+    misplaced_argument_mistakes,
     novel_argument_copies,
     one_line_mistakes,
     problem_steps,
@@ -83,7 +84,8 @@ SELECTIONS: tuple[Selection, ...] = ("full", "remove-hard", "medium-only", "revi
 SYNTHETIC = "synthetic"
 """The ``search`` and ``source_checkpoint`` of a reference or one-line-mistake record: written,
 not sampled, so the data selection and the cost metrics leave it out."""
-NOVEL = "novel"  # the seed name of the counterfactual copies (novel_arguments)
+NOVEL = "novel"  # the seed names of the counterfactual copies (novel_arguments)
+MISPLACED = "misplaced"  # and of the misplaced-argument mistakes (misplaced_arguments)
 
 
 class LabelingConfig(BaseModel):
@@ -149,6 +151,14 @@ class LabelingConfig(BaseModel):
         "mistakes per train problem, 4 trainings of 6 picked a passing response among 16 "
         "test samples 8-15 points more often than a random pick, and the mean of two such "
         "PRMs did on both policies tried (README). 0: off.",
+    )
+    misplaced_arguments: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="On embedded-benchmark problems, up to N more one-line mistakes (beside "
+        "synthetic_mistakes) that give a step another step's argument: a number the prompt "
+        "holds, on the wrong line, as the policy's own failures often do (ours). 0: off.",
     )
     novel_arguments: int = Field(
         default=0,
@@ -373,20 +383,27 @@ def _record(response: Response, search: str, m_star: int, labels: list[int]) -> 
 
 
 def synthetic_mistakes(
-    problems: Sequence[Problem], n_mistakes: int, seed: int = 0, novel_arguments: int = 0
+    problems: Sequence[Problem],
+    n_mistakes: int,
+    seed: int = 0,
+    novel_arguments: int = 0,
+    misplaced_arguments: int = 0,
 ) -> list[LabeledResponse]:
     """Per embedded-benchmark problem, its reference (response 0, every line +1) and up to
     ``n_mistakes`` one-line mistakes of it (``models.benchmark.one_line_mistakes``, drawn
     with a seed of the problem's id), labelled exactly. The mistakes use only (op, argument)
-    pairs that ``problems`` themselves contain.
+    pairs that ``problems`` themselves contain. With ``misplaced_arguments``, up to that many
+    more of them are drawn from those that give a step another step's argument
+    (``models.benchmark.misplaced_argument_mistakes``), after the others.
 
     With ``novel_arguments``, also up to that many counterfactual problems per problem
     (``models.benchmark.novel_argument_copies``: one step's argument past every one the
     problems hold), each its own problem (task id ``<id>/novel-<j>``, its own prompt): its
     reference, and the source problem's reference as its one-line mistake — a familiar line,
     wrong here. A copy whose tests cannot tell the two apart is left out. None at all when
-    both counts are 0."""
-    embedded = [p for p in problems if has_ground_truth(p)] if n_mistakes or novel_arguments else []
+    every count is 0."""
+    wanted = n_mistakes or novel_arguments or misplaced_arguments
+    embedded = [p for p in problems if has_ground_truth(p)] if wanted else []
     seen = {step for problem in embedded for step in problem_steps(problem)}
     records = []
     for problem in embedded:
@@ -394,9 +411,19 @@ def synthetic_mistakes(
         mistakes = one_line_mistakes(steps, seen)
         rng = random.Random(derive_seed(seed, problem.task_id, SYNTHETIC))
         drawn = rng.sample(mistakes, min(n_mistakes, len(mistakes)))
+        # the misplaced arguments and the copies draw with seeds of their own
+        misplaced_rng = random.Random(derive_seed(seed, problem.task_id, MISPLACED))
+        misplaced = [m for m in misplaced_argument_mistakes(steps, seen) if m not in drawn]
+        drawn += misplaced_rng.sample(misplaced, min(misplaced_arguments, len(misplaced)))
         # (task id, prompt, reference steps, the programs stored: the reference first)
-        variants = [(problem.task_id, problem.prompt, steps, [steps, *drawn] if n_mistakes else [])]
-        # a seed of their own, so that the copies do not change with n_mistakes
+        variants = [
+            (
+                problem.task_id,
+                problem.prompt,
+                steps,
+                [steps, *drawn] if n_mistakes or misplaced_arguments else [],
+            )
+        ]
         copy_rng = random.Random(derive_seed(seed, problem.task_id, NOVEL))
         for j, novel in enumerate(novel_argument_copies(steps, seen, novel_arguments, copy_rng), 1):
             if judge_program(novel, steps, inputs)[1][0]:

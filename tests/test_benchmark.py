@@ -18,6 +18,7 @@ from models.benchmark import (
     held_out_pairs,
     judge_program,
     labels_from_results,
+    misplaced_argument_mistakes,
     one_line_mistakes,
     problem_steps,
     render_reference,
@@ -244,6 +245,26 @@ def test_one_line_mistakes_change_one_line_and_use_only_pairs_already_seen() -> 
                 kinds["left out"] += 1
             render_reference(program)  # every ref names an earlier variable
     assert set(kinds) == {"op", "argument", "left out"}
+
+
+def test_misplaced_arguments_move_a_number_of_the_prompt_to_another_step() -> None:
+    train = [p for p in generate(SMALL) if p.meta["split"] == "train"]
+    seen = {step for p in train for step in problem_steps(p)}
+    found = 0
+    for problem in train[:40]:
+        steps = problem_steps(problem)
+        numbers = {arg for op, arg in steps if OPS[op].arg == "int"}
+        misplaced = misplaced_argument_mistakes(steps, seen)
+        assert len(misplaced) == len({tuple(m) for m in misplaced})
+        for program in misplaced:
+            (i,) = [i for i, (a, b) in enumerate(zip(program, steps, strict=True)) if a != b]
+            (op, arg), (old_op, old_arg) = program[i], steps[i]
+            assert op == old_op and arg != old_arg and arg in numbers and (op, arg) in seen
+            assert program in one_line_mistakes(steps, seen)  # one of them, drawn apart
+        found += len(misplaced)
+        if len(numbers) < 2:
+            assert misplaced == []
+    assert found > 40
 
 
 def test_judged_mistakes_get_the_labels_the_sandbox_gives(sandbox_run_batch) -> None:

@@ -381,6 +381,25 @@ def test_m_star_is_the_first_wrong_line_with_a_perfect_policy(mode):
     assert {r.search for r in exact} == {"ground-truth"}
 
 
+def test_misplaced_argument_mistakes_come_after_the_others_and_are_labelled_exactly():
+    cfg = BenchmarkConfig(n_train=60, n_test=20, seed=5)
+    train = [p for p in generate(cfg) if p.meta["split"] == "train"]
+    plain = synthetic_mistakes(train, n_mistakes=3, seed=1)
+    records = synthetic_mistakes(train, n_mistakes=3, seed=1, misplaced_arguments=2)
+    assert [r for r in records if r.response_index <= 3] == plain  # the others unchanged
+    extra = [r for r in records if r.response_index > 3]
+    assert len(extra) > len(train)  # most problems have 2 or more numbers to move
+    by_task = {p.task_id: p for p in train}
+    for r in extra:
+        source = by_task[r.task_id]
+        old, new = source.reference.splitlines(), r.response.splitlines()
+        (line,) = [i for i, (a, b) in enumerate(zip(old, new, strict=True)) if a != b]
+        assert r.response not in {p.response for p in plain if p.task_id == r.task_id}
+        if not r.passed:  # a mistake the tests cannot see is right on every line and passes
+            assert r.labels == [1] * line + [-1] * (len(r.labels) - line)
+    assert synthetic_mistakes(train, 0, seed=1, misplaced_arguments=2)  # alone: with references
+
+
 def test_novel_argument_copies_pair_an_unseen_correct_line_with_the_familiar_wrong_one():
     cfg = BenchmarkConfig(n_train=60, n_test=20, seed=5)
     train = [p for p in generate(cfg) if p.meta["split"] == "train"]

@@ -297,6 +297,7 @@ def run_prm_data(ctx, cfg: PrmDataJobConfig) -> dict[str, Any]:
         cfg.synthetic_mistakes,
         cfg.seed,
         cfg.novel_arguments,
+        cfg.misplaced_arguments,
     )
     for index, record in enumerate(synthetic):
         if index % 1000 == 0:
