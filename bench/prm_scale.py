@@ -17,8 +17,9 @@ oracle) are measured on that pool in the same run.
    prm-data job's default) adds the reference and N one-line mistakes of each of the first
    ``--synthetic-problems`` train problems (default: the labelled ones), labelled exactly
    (``models.labeling.synthetic_mistakes``); with ``--label-problems 0`` they are all the data.
-   ``--novel-arguments N`` adds up to N counterfactual copies of each (prm-data's
-   ``novel_arguments``).
+   ``--misplaced-arguments N`` adds up to N mistakes that move another step's argument to a
+   line, ``--novel-arguments N`` up to N counterfactual copies of each problem (prm-data's
+   ``misplaced_arguments`` and ``novel_arguments``).
 4. Per size ``LxWxH`` (layers × width × heads): a backbone of that shape — the policy itself
    when it has that shape, else a fresh model SFT-trained on the train split like the policy —
    plus a scalar head, trained as ``prm-train`` trains one (line MSE + end outcome + ranking
@@ -190,6 +191,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--label-problems)",
     )
     parser.add_argument(
+        "--misplaced-arguments",
+        type=int,
+        default=0,
+        help="more one-line mistakes per problem that give a step another step's argument "
+        "(prm-data's misplaced_arguments)",
+    )
+    parser.add_argument(
         "--novel-arguments",
         type=int,
         default=0,
@@ -321,7 +329,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.label_problems if args.synthetic_problems is None else args.synthetic_problems
     )
     synthetic = synthetic_mistakes(
-        train[:synthetic_problems], args.synthetic, args.seed, args.novel_arguments
+        train[:synthetic_problems],
+        args.synthetic,
+        args.seed,
+        args.novel_arguments,
+        args.misplaced_arguments,
     )
     records += [PRMRecord.model_validate(dataset_record(r)) for r in synthetic]
     del sampler
