@@ -158,7 +158,10 @@ class LabelingConfig(BaseModel):
         le=64,
         description="On embedded-benchmark problems, up to N more one-line mistakes (beside "
         "synthetic_mistakes) that give a step another step's argument: a number the prompt "
-        "holds, on the wrong line, as the policy's own failures often do (ours). 0: off.",
+        "holds, on the wrong line, as the policy's own failures often do (ours). On the "
+        "policy where every PRM had failed, a PRM trained with 3 (and lm_weight 1) picked a "
+        "passing response among 16 test samples 9 points more often than a random pick; the "
+        "same seed without them was below random (README). 0: off.",
     )
     novel_arguments: int = Field(
         default=0,
@@ -169,7 +172,8 @@ class LabelingConfig(BaseModel):
         "uses (a pair no problem holds, the test split's held-out pairs included), stored as "
         "its reference and, as its one-line mistake, the source problem's reference: a "
         "familiar line that is wrong here (ours). Every test problem asks the PRM to prefer "
-        "a line it never saw to familiar wrong ones. 0: off.",
+        "a line it never saw to familiar wrong ones. On one policy and seed 2 copies moved "
+        "reranking no more than the spread between seeds (README). 0: off.",
     )
     seed: int = Field(default=0, description="Root of every sampling seed.")
 
