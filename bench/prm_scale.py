@@ -17,9 +17,8 @@ oracle) are measured on that pool in the same run.
    prm-data job's default) adds the reference and N one-line mistakes of each of the first
    ``--synthetic-problems`` train problems (default: the labelled ones), labelled exactly
    (``models.labeling.synthetic_mistakes``); with ``--label-problems 0`` they are all the data.
-   ``--misplaced-arguments N`` adds up to N mistakes that move another step's argument to a
-   line, ``--novel-arguments N`` up to N counterfactual copies of each problem (prm-data's
-   ``misplaced_arguments`` and ``novel_arguments``).
+   ``--misplaced-arguments N`` adds up to N more mistakes per problem that move another
+   step's argument to a line (prm-data's ``misplaced_arguments``).
 4. Per size ``LxWxH`` (layers × width × heads): a backbone of that shape — the policy itself
    when it has that shape, else a fresh model SFT-trained on the train split like the policy —
    plus a scalar head, trained as ``prm-train`` trains one (line MSE + end outcome + ranking
@@ -198,13 +197,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "(prm-data's misplaced_arguments)",
     )
     parser.add_argument(
-        "--novel-arguments",
-        type=int,
-        default=0,
-        help="counterfactual copies (one argument past the benchmark's range) per problem, "
-        "each with the source's reference as its mistake (prm-data's novel_arguments)",
-    )
-    parser.add_argument(
         "--seed", type=int, default=0, help="seeds the policy's SFT, the labels and the mistakes"
     )
     parser.add_argument("--prm-seed", type=int, help="the PRM's seed (default: --seed)")
@@ -331,9 +323,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     synthetic = synthetic_mistakes(
         train[:synthetic_problems],
         args.synthetic,
-        args.seed,
-        args.novel_arguments,
-        args.misplaced_arguments,
+        seed=args.seed,
+        misplaced_arguments=args.misplaced_arguments,
     )
     records += [PRMRecord.model_validate(dataset_record(r)) for r in synthetic]
     del sampler
@@ -344,7 +335,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "seed": args.seed,
         "records": len(records),
         "synthetic": len(synthetic),
-        "novel": sum("/novel-" in r.task_id for r in synthetic),
         "passing": sum(bool(r.passed) for r in records),
         "label_s": round(label_s, 1),
         "pool": len(sampled),

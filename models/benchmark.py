@@ -488,32 +488,6 @@ def misplaced_argument_mistakes(steps: Sequence[Step], seen: Collection[Step]) -
     ]
 
 
-NOVEL_SPAN = 4  # a counterfactual's argument: 1 to this many past the largest one seen
-
-
-def novel_argument_copies(
-    steps: Sequence[Step], seen: Collection[Step], n: int, rng: random.Random
-) -> list[list[Step]]:
-    """Up to ``n`` copies of ``steps``, each with one integer step's argument moved past every
-    integer argument in ``seen`` (the largest + 1 … + ``NOVEL_SPAN``): a pair that no problem
-    of the benchmark holds, the test split's held-out pairs included. Counterfactual PRM data
-    (``models.labeling.synthetic_mistakes``): each test problem asks for a line never seen in
-    training beside familiar wrong ones, and these train problems ask the same without leaking
-    a held-out pair."""
-    ints = [arg for op, arg in seen if OPS[op].arg == "int" and arg is not None]
-    if not ints or n == 0:
-        return []
-    top = max(ints)
-    choices = [
-        (i, top + d)
-        for i, (op, _) in enumerate(steps)
-        if OPS[op].arg == "int"
-        for d in range(1, NOVEL_SPAN + 1)
-    ]
-    picked = rng.sample(choices, min(n, len(choices)))
-    return [[*steps[:i], (steps[i][0], arg), *steps[i + 1 :]] for i, arg in picked]
-
-
 def judge_program(
     steps: Sequence[Step], program: Sequence[Step], inputs: Sequence[list[int]]
 ) -> tuple[int, list[bool]]:

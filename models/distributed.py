@@ -221,7 +221,7 @@ def launch(
                     )
             wait_until_ready(folder, ranks, timeout_s)
             with (
-                torch_threads(int(env["OMP_NUM_THREADS"])),
+                at_most_threads(env["OMP_NUM_THREADS"]),
                 process_group(device, timeout_s, {**env, "RANK": "0", "LOCAL_RANK": "0"}),
             ):
                 try:
@@ -246,12 +246,15 @@ def launch(
 
 
 @contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Rank 0 runs in the job's process, whose torch uses every core it was given; while the
-    other ranks run beside it, it takes the share they got (OMP_NUM_THREADS), or its threads
-    and theirs would oversubscribe the cores and every collective would wait on the slowest."""
+def at_most_threads(limit: str) -> Iterator[None]:
+    """Cap this process's torch threads at ``limit`` (an OMP_NUM_THREADS value; one that is not
+    a number leaves them) until the block ends, then restore them. Rank 0 runs in the job's
+    process, which may use every core it was given; beside the other ranks it takes the share
+    they got, or its threads and theirs would oversubscribe the cores, and every collective
+    would wait on the slowest rank."""
     before = torch.get_num_threads()
-    torch.set_num_threads(n)
+    if limit.isdigit():
+        torch.set_num_threads(max(1, min(before, int(limit))))
     try:
         yield
     finally:

@@ -62,10 +62,8 @@ from models.benchmark import (
     judge_program,
     labels_from_results,
     misplaced_argument_mistakes,
-    novel_argument_copies,
     one_line_mistakes,
     problem_steps,
-    render_prompt,
     render_reference,
 )
 from models.lines import Line, split_lines
@@ -84,8 +82,7 @@ SELECTIONS: tuple[Selection, ...] = ("full", "remove-hard", "medium-only", "revi
 SYNTHETIC = "synthetic"
 """The ``search`` and ``source_checkpoint`` of a reference or one-line-mistake record: written,
 not sampled, so the data selection and the cost metrics leave it out."""
-NOVEL = "novel"  # the seed names of the counterfactual copies (novel_arguments)
-MISPLACED = "misplaced"  # and of the misplaced-argument mistakes (misplaced_arguments)
+MISPLACED = "misplaced"  # the seed name of the misplaced-argument mistakes
 
 
 class LabelingConfig(BaseModel):
@@ -162,18 +159,6 @@ class LabelingConfig(BaseModel):
         "policy where every PRM had failed, a PRM trained with 3 (and lm_weight 1) picked a "
         "passing response among 16 test samples 9 points more often than a random pick; the "
         "same seed without them was below random (README). 0: off.",
-    )
-    novel_arguments: int = Field(
-        default=0,
-        ge=0,
-        le=16,
-        description="On embedded-benchmark problems, also store up to N counterfactual "
-        "problems per problem: one step's argument moved past every argument the benchmark "
-        "uses (a pair no problem holds, the test split's held-out pairs included), stored as "
-        "its reference and, as its one-line mistake, the source problem's reference: a "
-        "familiar line that is wrong here (ours). Every test problem asks the PRM to prefer "
-        "a line it never saw to familiar wrong ones. On one policy and seed 2 copies moved "
-        "reranking no more than the spread between seeds (README). 0: off.",
     )
     seed: int = Field(default=0, description="Root of every sampling seed.")
 
@@ -387,88 +372,51 @@ def _record(response: Response, search: str, m_star: int, labels: list[int]) -> 
 
 
 def synthetic_mistakes(
-    problems: Sequence[Problem],
-    n_mistakes: int,
-    seed: int = 0,
-    novel_arguments: int = 0,
-    misplaced_arguments: int = 0,
+    problems: Sequence[Problem], n_mistakes: int, seed: int = 0, misplaced_arguments: int = 0
 ) -> list[LabeledResponse]:
     """Per embedded-benchmark problem, its reference (response 0, every line +1) and up to
     ``n_mistakes`` one-line mistakes of it (``models.benchmark.one_line_mistakes``, drawn
-    with a seed of the problem's id), labelled exactly. The mistakes use only (op, argument)
-    pairs that ``problems`` themselves contain. With ``misplaced_arguments``, up to that many
-    more of them are drawn from those that give a step another step's argument
-    (``models.benchmark.misplaced_argument_mistakes``), after the others.
-
-    With ``novel_arguments``, also up to that many counterfactual problems per problem
-    (``models.benchmark.novel_argument_copies``: one step's argument past every one the
-    problems hold), each its own problem (task id ``<id>/novel-<j>``, its own prompt): its
-    reference, and the source problem's reference as its one-line mistake — a familiar line,
-    wrong here. A copy whose tests cannot tell the two apart is left out. None at all when
-    every count is 0."""
-    wanted = n_mistakes or novel_arguments or misplaced_arguments
+    with a seed of the problem's id), then up to ``misplaced_arguments`` more that give a step
+    another step's argument (``models.benchmark.misplaced_argument_mistakes``, drawn with a
+    seed of their own from those not drawn already), all labelled exactly. The mistakes use
+    only (op, argument) pairs that ``problems`` themselves contain. None at all when both
+    counts are 0."""
+    wanted = n_mistakes or misplaced_arguments
     embedded = [p for p in problems if has_ground_truth(p)] if wanted else []
     seen = {step for problem in embedded for step in problem_steps(problem)}
     records = []
     for problem in embedded:
-        steps, inputs = problem_steps(problem), problem.meta["inputs"]
+        steps = problem_steps(problem)
         mistakes = one_line_mistakes(steps, seen)
         rng = random.Random(derive_seed(seed, problem.task_id, SYNTHETIC))
         drawn = rng.sample(mistakes, min(n_mistakes, len(mistakes)))
-        # the misplaced arguments and the copies draw with seeds of their own
-        misplaced_rng = random.Random(derive_seed(seed, problem.task_id, MISPLACED))
-        misplaced = [m for m in misplaced_argument_mistakes(steps, seen) if m not in drawn]
-        drawn += misplaced_rng.sample(misplaced, min(misplaced_arguments, len(misplaced)))
-        # (task id, prompt, reference steps, the programs stored: the reference first)
-        variants = [
-            (
-                problem.task_id,
-                problem.prompt,
-                steps,
-                [steps, *drawn] if n_mistakes or misplaced_arguments else [],
-            )
-        ]
-        copy_rng = random.Random(derive_seed(seed, problem.task_id, NOVEL))
-        for j, novel in enumerate(novel_argument_copies(steps, seen, novel_arguments, copy_rng), 1):
-            if judge_program(novel, steps, inputs)[1][0]:
-                continue  # the copy's tests cannot tell the source's reference from its own
-            variants.append(
-                (f"{problem.task_id}/novel-{j}", render_prompt(novel), novel, [novel, steps])
-            )
-        for task_id, prompt, reference, programs in variants:
-            for index, program in enumerate(programs):
-                tests_passed, verdicts = judge_program(reference, program, inputs)
-                text = render_reference(program)
-                records.append(
-                    _synthetic_record(
-                        task_id, prompt, index, text, len(inputs), tests_passed, verdicts
-                    )
-                )
+        if misplaced_arguments:
+            misplaced = [m for m in misplaced_argument_mistakes(steps, seen) if m not in drawn]
+            misplaced_rng = random.Random(derive_seed(seed, problem.task_id, MISPLACED))
+            drawn += misplaced_rng.sample(misplaced, min(misplaced_arguments, len(misplaced)))
+        for index, program in enumerate([steps, *drawn]):
+            tests_passed, verdicts = judge_program(steps, program, problem.meta["inputs"])
+            text = render_reference(program)
+            records.append(_synthetic_record(problem, index, text, tests_passed, verdicts))
     return records
 
 
 def _synthetic_record(
-    task_id: str,
-    prompt: str,
-    index: int,
-    text: str,
-    tests_total: int,
-    tests_passed: int,
-    verdicts: list[bool],
+    problem: Problem, index: int, text: str, tests_passed: int, verdicts: list[bool]
 ) -> LabeledResponse:
     labels = labels_from_results(text, verdicts)
     lines = split_lines(text)
     passed = verdicts[0]
     return LabeledResponse(
-        task_id=task_id,
+        task_id=problem.task_id,
         response_index=index,
         source_checkpoint=SYNTHETIC,
-        prompt=prompt,
+        prompt=problem.prompt,
         response=text,
         verdict="passed" if passed else "failed",
         passed=passed,
         tests_passed=tests_passed,
-        tests_total=tests_total,
+        tests_total=len(problem.meta["inputs"]),
         error_line=None,
         detail="the reference" if index == 0 else "the reference with one line wrong",
         search=SYNTHETIC,

@@ -78,7 +78,6 @@ def test_bench_prm_scale_scores_one_pool_with_a_prm_per_size(
             "--labels", "ground-truth",
             "--synthetic", "2",
             "--synthetic-problems", "30",
-            "--novel-arguments", "1",
             "--misplaced-arguments", "1",
             "--seed", "1",
             "--prm-seed", "3",
@@ -96,12 +95,9 @@ def test_bench_prm_scale_scores_one_pool_with_a_prm_per_size(
     assert figures["data"]["labels"] == "ground-truth" and figures["data"]["pool_split"] == "train"
     assert figures["data"]["label_problems"] == 40 and figures["data"]["seed"] == 1
     # 2 sampled responses per labelled problem, the reference, 2 one-line mistakes and at most
-    # one misplaced argument of 30, and the 2 records of each counterfactual copy (one per
-    # problem, where its tests tell)
-    novel, synthetic = figures["data"]["novel"], figures["data"]["synthetic"]
-    assert 0 < novel <= 30 * 2 and novel % 2 == 0
-    assert 30 * 3 < synthetic - novel <= 30 * 4
-    assert figures["data"]["records"] == 40 * 2 + synthetic
+    # one misplaced argument of 30 (none where a problem has one number)
+    synthetic = figures["data"]["synthetic"]
+    assert 30 * 3 < synthetic <= 30 * 4 and figures["data"]["records"] == 40 * 2 + synthetic
     assert figures["data"]["pool"] == 8
     # an ensemble of two PRMs on the policy as backbone: a row per member, then the mean's
     assert [(row["size"], row["prm_seed"]) for row in figures["rows"]] == [

@@ -333,13 +333,16 @@ def threads_in_use(*, reporter) -> int:
     return torch.get_num_threads()
 
 
-def test_rank_0_takes_its_share_of_the_cores_while_the_others_run():
-    """The job's process may use every core; beside rank 1 it must use OMP_NUM_THREADS (1
-    here), as the subprocesses do, and get its own count back afterwards."""
+def test_rank_0_takes_its_share_of_the_cores_while_the_others_run(monkeypatch):
+    """The job's process may use every core; beside rank 1 it uses at most OMP_NUM_THREADS
+    threads, as the subprocesses do, never more than it had, and gets its own count back."""
     before = torch.get_num_threads()
-    torch.set_num_threads(2)
     try:
+        torch.set_num_threads(2)
         assert launch(2, threads_in_use, {}, reporter=MemoryReporter(), device="cpu") == 1
         assert torch.get_num_threads() == 2
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        torch.set_num_threads(1)  # a job given fewer threads than the share keeps its count
+        assert launch(2, threads_in_use, {}, reporter=MemoryReporter(), device="cpu") == 1
     finally:
         torch.set_num_threads(before)

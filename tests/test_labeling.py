@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import re
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -15,14 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.benchmark import (
-    NOVEL_SPAN,
-    OPS,
-    BenchmarkConfig,
-    generate,
-    ground_truth_labels,
-    problem_steps,
-)
+from models.benchmark import BenchmarkConfig, generate, ground_truth_labels
 from models.labeling import (
     SYNTHETIC,
     LabeledResponse,
@@ -398,36 +390,6 @@ def test_misplaced_argument_mistakes_come_after_the_others_and_are_labelled_exac
         if not r.passed:  # a mistake the tests cannot see is right on every line and passes
             assert r.labels == [1] * line + [-1] * (len(r.labels) - line)
     assert synthetic_mistakes(train, 0, seed=1, misplaced_arguments=2)  # alone: with references
-
-
-def test_novel_argument_copies_pair_an_unseen_correct_line_with_the_familiar_wrong_one():
-    cfg = BenchmarkConfig(n_train=60, n_test=20, seed=5)
-    train = [p for p in generate(cfg) if p.meta["split"] == "train"]
-    records = synthetic_mistakes(train, n_mistakes=3, seed=1, novel_arguments=2)
-    assert records == synthetic_mistakes(train, n_mistakes=3, seed=1, novel_arguments=2)
-    novel = [r for r in records if "/novel-" in r.task_id]
-    # the copies come after the mistakes and leave them as they were
-    assert [r for r in records if r not in novel] == synthetic_mistakes(train, 3, seed=1)
-    assert synthetic_mistakes(train, 0, seed=1, novel_arguments=2) == novel
-    by_task = {p.task_id: p for p in train}
-    largest = max(arg for p in train for op, arg in problem_steps(p) if OPS[op].arg == "int")
-    assert largest == cfg.param_max  # so a copy's argument is never a held-out pair's
-    copies = sorted({r.task_id for r in novel})
-    assert len(copies) > len(train)  # most problems get 2
-    for task_id in copies:
-        source = by_task[task_id.rpartition("/novel-")[0]]
-        reference, familiar = [r for r in novel if r.task_id == task_id]
-        assert reference.prompt == familiar.prompt != source.prompt
-        # one line differs: its argument is past every argument the problems use
-        old, new = source.reference.splitlines(), reference.response.splitlines()
-        (line,) = [i for i, (a, b) in enumerate(zip(old, new, strict=True)) if a != b]
-        numbers = {int(n) for n in re.findall(r"(?<![v\d])\d+", new[line])}
-        assert numbers and max(numbers) in range(largest + 1, largest + NOVEL_SPAN + 1)
-        assert reference.passed and set(reference.labels) == {1}
-        # the source's reference is this problem's one-line mistake: right up to that line
-        assert familiar.response == source.reference and not familiar.passed
-        assert familiar.labels == [1] * line + [-1] * (len(familiar.labels) - line)
-        assert familiar.m_star == line and familiar.response_index == 1
 
 
 def test_a_ground_truth_record_needs_responses_sampled_with_the_ground_truth():

@@ -15,7 +15,7 @@ from app import crud
 from app.db import read_session, session_scope
 from app.orm import Artifact, LineScore, Metric, Run, RunStatus, Sample
 from models.benchmark import BenchmarkConfig, generate
-from models.labeling import SYNTHETIC
+from models.labeling import SYNTHETIC, synthetic_mistakes
 from models.policy import build_tiny_policy, save_policy
 from models.policy_config import TinyModelConfig
 from models.tokenizer import train_tokenizer
@@ -95,8 +95,8 @@ def test_the_job_stores_labels_and_exports_the_dataset(data_dir, policies, tmp_p
             policies,
             selection="full",
             synthetic_mistakes=2,
-            synthetic_problems=6,
-            novel_arguments=1,
+            synthetic_problems=12,
+            misplaced_arguments=1,
         )
     )
     assert execute_run(run_id) == "succeeded"
@@ -106,15 +106,12 @@ def test_the_job_stores_labels_and_exports_the_dataset(data_dir, policies, tmp_p
         samples = session.scalars(select(Sample).where(Sample.run_id == run_id)).all()
         metrics = {m.name: m.value for m in session.scalars(select(Metric))}
 
-    # every policy's responses, then the reference and two one-line mistakes of each of the
-    # first 6 problems (the 4 sampled and 2 that no policy was asked to answer), and a
-    # counterfactual copy of each (its reference and the source's) where its tests tell them apart
-    train = [p.task_id for p in generate(BENCH) if p.meta["split"] == "train"]
-    synthetic_ids = {s.meta["task_id"] for s in samples if s.meta["search"] == SYNTHETIC}
-    novel = {task_id for task_id in synthetic_ids if "/novel-" in task_id}
-    assert novel and {task_id.split("/novel-")[0] for task_id in novel} <= set(train[:6])
-    assert synthetic_ids - novel == set(train[:6])
-    synthetic = 6 * 3 + 2 * len(novel)
+    # every policy's responses, then the reference, two one-line mistakes and a misplaced
+    # argument (where the problem has one to move) of each of the 12 train problems: the 4
+    # sampled and 8 that no policy was asked to answer
+    train = [p for p in generate(BENCH) if p.meta["split"] == "train"]
+    synthetic = len(synthetic_mistakes(train, 2, seed=0, misplaced_arguments=1))
+    assert 12 * 3 < synthetic <= 12 * 4
     total = len(policies) * N_PROBLEMS * N_RESPONSES + synthetic
     assert len(samples) == total
     keys = {
@@ -122,9 +119,10 @@ def test_the_job_stores_labels_and_exports_the_dataset(data_dir, policies, tmp_p
     }
     assert len(keys) == total
     assert sum(s.meta["search"] == SYNTHETIC for s in samples) == synthetic
-    assert all(s.problem_id is None for s in samples if s.meta["task_id"] in novel)
+    train_ids = [p.task_id for p in train]
+    assert {s.meta["task_id"] for s in samples if s.meta["search"] == SYNTHETIC} == set(train_ids)
     assert {s.meta["task_id"] for s in samples if s.meta["search"] != SYNTHETIC} == set(
-        train[:N_PROBLEMS]
+        train_ids[:N_PROBLEMS]
     )
     assert metrics["labeling/synthetic_responses"] == synthetic
     for sample in samples:

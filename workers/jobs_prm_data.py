@@ -295,9 +295,8 @@ def run_prm_data(ctx, cfg: PrmDataJobConfig) -> dict[str, Any]:
     synthetic = synthetic_mistakes(
         split[: cfg.synthetic_problems or cfg.max_problems],
         cfg.synthetic_mistakes,
-        cfg.seed,
-        cfg.novel_arguments,
-        cfg.misplaced_arguments,
+        seed=cfg.seed,
+        misplaced_arguments=cfg.misplaced_arguments,
     )
     for index, record in enumerate(synthetic):
         if index % 1000 == 0:
