@@ -1171,12 +1171,13 @@ def train_member(
         objective = loss  # the PRM's loss, plus the LM loss that only keeps the backbone
         if lm_head is not None:
             # next-token loss of the passing responses through the policy's LM head, the mean
-            # over their tokens on all processes (as the line loss): logits (B, T, V)
-            targets = batch.lm_targets.flatten()
-            tokens = all_reduce_sum((targets >= 0).sum().float())
+            # over their tokens on all processes (as the line loss). Logits only where a target
+            # is, (N, V): a real model's (B, T, V) in fp32 would be gigabytes (V ≈ 150k).
+            trained = batch.lm_targets >= 0  # (B, T)
+            tokens = all_reduce_sum(trained.sum().float())
             if tokens > 0:
-                logits = hidden.float() @ lm_head.float().T  # fp32, as the line loss
-                lm_sum = F.cross_entropy(logits.flatten(0, 1), targets, reduction="sum")
+                logits = hidden[trained].float() @ lm_head.float().T  # fp32, as the line loss
+                lm_sum = F.cross_entropy(logits, batch.lm_targets[trained], reduction="sum")
                 lm_loss = lm_sum * world() / tokens
                 objective = loss + cfg.lm_weight * lm_loss
                 loop.lm_losses.append(all_reduce_sum(lm_loss.detach()).item() / world())
