@@ -64,6 +64,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from safetensors import safe_open
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -1085,8 +1086,27 @@ def policy_lm_head(prm: ValueModel, policy_dir: str | None) -> torch.Tensor:
     (trained with it), else the policy's output layer, frozen."""
     if prm.config.tie_word_embeddings:
         return prm.backbone.get_input_embeddings().weight
-    policy = AutoModelForCausalLM.from_pretrained(policy_dir, dtype=torch.float32)
-    return policy.get_output_embeddings().weight.detach().to(prm.head.weight.device)
+    return output_layer(Path(str(policy_dir))).to(prm.head.weight.device)
+
+
+def output_layer(policy_dir: Path) -> torch.Tensor:
+    """A policy's output-layer weight (V, H) in fp32, read alone from its safetensors: loading
+    the whole policy for it would hold a 7B model's 28 GB of fp32 in host memory per process.
+    Its name comes from the architecture built on the meta device (no memory, no init)."""
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(policy_dir))
+    weight = skeleton.get_output_embeddings().weight
+    name = next(name for name, param in skeleton.named_parameters() if param is weight)
+    index = policy_dir / "model.safetensors.index.json"
+    shard_file = json.loads(index.read_text())["weight_map"][name] if index.exists() else None
+    with safe_open(policy_dir / (shard_file or "model.safetensors"), framework="pt") as tensors:
+        names = tensors.keys()  # a safe_open handle has no ``in``
+        if name not in names:
+            raise ValueError(
+                f"{policy_dir} holds no {name!r}, the output layer lm_weight reads: save the "
+                "policy with save_pretrained, or set lm_weight to 0"
+            )
+        return tensors.get_tensor(name).float()
 
 
 def train_member(

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from models.benchmark import INDENT, BenchmarkConfig, generate, problem_steps, render_line
@@ -41,6 +42,7 @@ from models.prm import (
     load_prm,
     outcome_label,
     outcome_pairs,
+    output_layer,
     policy_lm_head,
     rank_loss,
     read_records,
@@ -599,6 +601,16 @@ def test_an_untied_policys_lm_head_is_its_own_frozen_output_layer(tmp_path):
     assert not torch.equal(head, prm.backbone.get_input_embeddings().weight)
     tied = ValueModel.from_policy(tiny_policy_folder(tmp_path, tokenizer))
     assert policy_lm_head(tied, None) is tied.backbone.get_input_embeddings().weight
+
+    # read alone from a sharded policy too, and a folder without it names the field to change
+    sharded = tmp_path / "sharded"
+    policy.save_pretrained(sharded, max_shard_size="20KB")
+    assert (sharded / "model.safetensors.index.json").exists()
+    assert torch.equal(output_layer(sharded), policy.lm_head.weight)
+    weights = folder / "model.safetensors"
+    save_file({"transformer.wte.weight": policy.transformer.wte.weight}, weights)  # no lm_head
+    with pytest.raises(ValueError, match="lm_weight"):
+        output_layer(folder)
 
 
 def tiny_policy_folder(tmp_path, tokenizer) -> str:
