@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--misplaced-arguments",
         type=int,
-        default=0,
+        default=LabelingConfig().misplaced_arguments,
         help="more one-line mistakes per problem that give a step another step's argument "
         "(prm-data's misplaced_arguments)",
     )

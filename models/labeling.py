@@ -158,7 +158,9 @@ class LabelingConfig(BaseModel):
         "holds, on the wrong line, as the policy's own failures often do (ours). On the "
         "policy where every PRM had failed, two PRMs trained with 3 (and lm_weight 1) picked a "
         "passing response among 16 test samples 9 and 12 points more often than a random "
-        "pick; the first seed without them was below random (README). 0: off.",
+        "pick; the first seed without them was below random. On two other policies one PRM "
+        "each with 3 (and lm_weight 1) was below random, so it is no reliable fix (README). "
+        "0: off.",
     )
     seed: int = Field(default=0, description="Root of every sampling seed.")
 
