@@ -1098,15 +1098,16 @@ def output_layer(policy_dir: Path) -> torch.Tensor:
     weight = skeleton.get_output_embeddings().weight
     name = next(name for name, param in skeleton.named_parameters() if param is weight)
     index = policy_dir / "model.safetensors.index.json"
-    shard_file = json.loads(index.read_text())["weight_map"][name] if index.exists() else None
-    with safe_open(policy_dir / (shard_file or "model.safetensors"), framework="pt") as tensors:
-        names = tensors.keys()  # a safe_open handle has no ``in``
-        if name not in names:
-            raise ValueError(
-                f"{policy_dir} holds no {name!r}, the output layer lm_weight reads: save the "
-                "policy with save_pretrained, or set lm_weight to 0"
-            )
-        return tensors.get_tensor(name).float()
+    shards = json.loads(index.read_text())["weight_map"] if index.exists() else {}
+    file = policy_dir / shards.get(name, "model.safetensors")
+    if file.exists():
+        with safe_open(file, framework="pt") as tensors:
+            if name in tensors.keys():  # noqa: SIM118 (a safe_open handle has no ``in``)
+                return tensors.get_tensor(name).float()
+    raise ValueError(
+        f"{policy_dir} holds no safetensors with {name!r}, the output layer that lm_weight "
+        "reads: save the policy with save_pretrained, or set lm_weight to 0"
+    )
 
 
 def train_member(

@@ -611,6 +611,9 @@ def test_an_untied_policys_lm_head_is_its_own_frozen_output_layer(tmp_path):
     save_file({"transformer.wte.weight": policy.transformer.wte.weight}, weights)  # no lm_head
     with pytest.raises(ValueError, match="lm_weight"):
         output_layer(folder)
+    weights.unlink()  # or no safetensors at all
+    with pytest.raises(ValueError, match="lm_weight"):
+        output_layer(folder)
 
 
 def tiny_policy_folder(tmp_path, tokenizer) -> str:
