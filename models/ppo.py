@@ -162,6 +162,7 @@ class Packed:
     state_index: torch.Tensor  # (B, R): position of the state before response token j
     response_ids: torch.Tensor  # (B, R)
     response_mask: torch.Tensor  # (B, R) float, 1 on real response tokens
+    response_start: torch.Tensor  # (B,) position of response token 0: the prompt's length
 
 
 def pack(generations: Sequence[Generation], pad_id: int) -> Packed:
@@ -174,6 +175,7 @@ def pack(generations: Sequence[Generation], pad_id: int) -> Packed:
     state_index = torch.zeros((B, R), dtype=torch.long)
     response_ids = torch.full((B, R), pad_id, dtype=torch.long)
     response_mask = torch.zeros((B, R))
+    response_start = torch.tensor([len(g.prompt_ids) for g in generations], dtype=torch.long)
     for b, (g, sequence) in enumerate(zip(generations, sequences, strict=True)):
         P, n = len(g.prompt_ids), len(g.token_ids)
         input_ids[b, : len(sequence)] = torch.tensor(sequence)
@@ -182,7 +184,9 @@ def pack(generations: Sequence[Generation], pad_id: int) -> Packed:
         state_index[b] = torch.clamp(torch.arange(R) + P - 1, max=P + n - 1)
         response_ids[b, :n] = torch.tensor(g.token_ids)
         response_mask[b, :n] = 1.0
-    return Packed(input_ids, attention_mask, state_index, response_ids, response_mask)
+    return Packed(
+        input_ids, attention_mask, state_index, response_ids, response_mask, response_start
+    )
 
 
 def rows(packed: Packed, index: torch.Tensor, device: torch.device) -> Packed:
@@ -197,6 +201,7 @@ def rows(packed: Packed, index: torch.Tensor, device: torch.device) -> Packed:
         packed.state_index[index, :R].to(device),
         packed.response_ids[index, :R].to(device),
         packed.response_mask[index, :R].to(device),
+        packed.response_start[index].to(device),
     )
 
 
@@ -215,7 +220,8 @@ def policy_logprobs(model, batch: Packed) -> tuple[torch.Tensor, torch.Tensor]:
 def critic_values(critic: ValueModel, batch: Packed) -> torch.Tensor:
     """V(s_j), (B, R)."""
     with autocast_for(batch.input_ids.device):
-        values = critic(batch.input_ids, batch.attention_mask).float()  # (B, L)
+        values = critic(batch.input_ids, batch.attention_mask, batch.response_start)
+    values = values.float()  # (B, L)
     return values.gather(1, batch.state_index)
 
 
@@ -223,7 +229,7 @@ def prm_token_scores(prm: Scorer, batch: Packed, loss: str = "mse") -> torch.Ten
     """The PRM's score of the prefix through response token j, (B, R): position P + j, on the
     label scale [−1, 1] (a BCE-trained PRM's logits go through ``to_scores``)."""
     with autocast_for(batch.input_ids.device):
-        raw = prm(batch.input_ids, batch.attention_mask).float()  # (B, L)
+        raw = prm(batch.input_ids, batch.attention_mask, batch.response_start).float()  # (B, L)
     scores = to_scores(raw, loss)
     after = (batch.state_index + 1).clamp(max=scores.shape[1] - 1)
     return scores.gather(1, after)

@@ -169,7 +169,8 @@ class Example:
     labels: list[int]
     end: int | None = None
     outcome: int = 0
-    lm_start: int | None = None  # the response's first token, when the LM loss reads it
+    response_start: int = 0  # the first token holding any of the response's characters
+    lm: bool = False  # the language-modelling loss reads the response's tokens
 
 
 def encode(
@@ -183,8 +184,8 @@ def encode(
 ) -> Example:
     """Tokenise ``prompt + response`` once and append EOS, where the PRM scores the response
     as a whole; lines whose last token falls past ``max_len`` are dropped (the window keeps
-    the prompt: the PRM cannot judge code without its task). ``lm``: mark the response's
-    first token (the first holding any of its characters) for the language-modelling loss."""
+    the prompt: the PRM cannot judge code without its task). ``lm``: mark the response for
+    the language-modelling loss."""
     ids, offsets = encode_with_offsets(tokenizer, prompt + response)
     # spans in response coordinates: prompt tokens start before 0, which segment() allows
     shifted = [(start - len(prompt), end - len(prompt)) for start, end in offsets]
@@ -195,8 +196,9 @@ def encode(
     if end is not None:
         ids = [*ids, tokenizer.eos_token_id]
     outcome = outcome if end is not None else 0
-    lm_start = next((i for i, (_, stop) in enumerate(shifted) if stop > 0), None) if lm else None
-    return Example(ids[:max_len], positions[:fit], labels[:fit], end, outcome, lm_start)
+    # an empty response starts at the EOS
+    start = next((i for i, (_, stop) in enumerate(shifted) if stop > 0), len(shifted))
+    return Example(ids[:max_len], positions[:fit], labels[:fit], end, outcome, start, lm)
 
 
 @dataclass
@@ -210,6 +212,7 @@ class Batch:
     cols: torch.Tensor  # (N,) which position: a line's last token
     labels: torch.Tensor  # (N,) float, +1 / 0 / −1
     lm_targets: torch.Tensor  # (B, T) the next token where the LM loss reads, else −100
+    response_start: torch.Tensor  # (B,) each sequence's first response token
 
     def to(self, device: torch.device) -> Batch:
         return Batch(*(getattr(self, name).to(device) for name in Batch.__dataclass_fields__))
@@ -224,10 +227,10 @@ def collate(examples: Sequence[Example], pad_id: int, skip_neutral: bool) -> Bat
     for b, example in enumerate(examples):
         input_ids[b, : len(example.ids)] = torch.tensor(example.ids)
         attention_mask[b, : len(example.ids)] = 1
-        if example.lm_start is not None and example.lm_start < len(example.ids):
+        if example.lm and example.response_start < len(example.ids):
             # position t predicts token t + 1: from the prompt's last token to the EOS (a
             # first token with nothing before it has no position to be predicted from)
-            start = max(example.lm_start, 1)
+            start = max(example.response_start, 1)
             lm_targets[b, start - 1 : len(example.ids) - 1] = torch.tensor(example.ids[start:])
         for position, label in zip(example.positions, example.labels, strict=True):
             if skip_neutral and label == 0:
@@ -246,6 +249,7 @@ def collate(examples: Sequence[Example], pad_id: int, skip_neutral: bool) -> Bat
         torch.tensor(cols, dtype=torch.long),
         torch.tensor(labels, dtype=torch.float32),
         lm_targets,
+        torch.tensor([example.response_start for example in examples], dtype=torch.long),
     )
 
 
@@ -320,7 +324,8 @@ def line_outputs(
         chunk = examples[first : first + batch_size]
         batch = collate(chunk, pad_id, skip_neutral=False).to(device)
         with autocast_for(device):
-            values = prm(batch.input_ids, batch.attention_mask).float().cpu()  # (B, T)
+            values = prm(batch.input_ids, batch.attention_mask, batch.response_start)
+            values = values.float().cpu()  # (B, T)
         for b, example in enumerate(chunk):
             lines.append(values[b, example.positions].tolist())
             ends.append(None if example.end is None else float(values[b, example.end]))
@@ -386,9 +391,16 @@ class PRMEnsemble(torch.nn.Module):
     def config(self) -> PretrainedConfig:
         return self.members[0].config  # one architecture: every member starts from the policy
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """(B, T) → (B, T), the members' mean."""
-        return torch.stack([m(input_ids, attention_mask) for m in self.members]).mean(0)
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        response_start: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, T) → (B, T), the members' mean (``response_start``: ``ValueModel.forward``)."""
+        return torch.stack(
+            [m(input_ids, attention_mask, response_start) for m in self.members]
+        ).mean(0)
 
 
 Scorer = ValueModel | PRMEnsemble  # what ``load_prm`` gives and every scoring function takes
@@ -1132,7 +1144,9 @@ def train_member(
     prm = (
         ValueModel.load(resume_dir, dtype=fp32)
         if resume_dir
-        else ValueModel.from_policy(cfg.init_from, seed=seed, dtype=fp32)
+        else ValueModel.from_policy(
+            cfg.init_from, seed=seed, dtype=fp32, likelihood=cfg.policy_likelihood
+        )
     ).to(device)
     optimizer = make_optimizer(prm, cfg)
     lm_head = policy_lm_head(prm, cfg.init_from) if cfg.lm_weight > 0 else None
@@ -1179,7 +1193,9 @@ def train_member(
         examples = [train[i] for i in mine]
         batch = collate(examples, pad_id, cfg.skip_neutral).to(device)
         with autocast_for(device):
-            values, hidden = prm_ddp(batch.input_ids, batch.attention_mask, with_hidden=True)
+            values, hidden = prm_ddp(
+                batch.input_ids, batch.attention_mask, batch.response_start, with_hidden=True
+            )
         # The mean over the batch's supervised lines on all processes: DDP averages gradients
         # over processes, so each divides its sum by (all lines / processes).
         lines = all_reduce_sum(torch.tensor(float(len(batch.labels)), device=device))

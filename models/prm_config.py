@@ -84,6 +84,16 @@ class PRMTrainConfig(BaseModel):
         "50.8 % and 38.3 % of test problems (random 34.8; their mean 52.3). The "
         "validation loss and early stopping leave it out (curve: losses/prm_lm). 0: off.",
     )
+    policy_likelihood: bool = Field(
+        default=False,
+        description="Add the policy's own likelihood of the response as an input of the "
+        "value (ours): a frozen copy of the policy (init_from) scores every response token, "
+        "and the value at each token adds a learnt weight times the lowest log-probability "
+        "so far. The policy checks each line against its prompt when it predicts the line's "
+        "tokens — also for (op, number) pairs it never saw — which the head alone must "
+        "relearn from line labels. Costs one more forward pass of the policy per scoring "
+        "call and a copy of it in the checkpoint; PPO's ValueInit critic reads it too.",
+    )
     skip_neutral: bool = Field(
         default=True,
         description="Leave blank and comment-only lines (label 0) out of the loss. Their 0 is "

@@ -12,6 +12,7 @@ from models.lines import segment
 from models.policy import build_tiny_policy, save_policy
 from models.policy_config import TinyModelConfig
 from models.ppo import (
+    critic_values,
     dense_line_rewards,
     gae,
     make_critic,
@@ -116,6 +117,11 @@ def tiny_dirs(tmp_path_factory):
     ValueModel.from_policy(root / "policy", seed=8).save(root / "ensemble" / "member_0", tokenizer)
     cfg = PRMTrainConfig(init_from=str(root / "policy"))
     save_ensemble(root / "ensemble", ["member_1", "member_0"], tokenizer, cfg, 0, {})
+    # a PRM that reads the policy's likelihood, with a weight that moves its values
+    likelihood = ValueModel.from_policy(root / "policy", seed=9, likelihood=True)
+    with torch.no_grad():
+        likelihood.likelihood.weight.fill_(0.05)
+    likelihood.save(root / "likelihood", tokenizer)
     return SimpleNamespace(policy=root / "policy", prm=root / "prm", tokenizer=tokenizer)
 
 
@@ -125,20 +131,18 @@ def probe_batch(tokenizer):
     return pack([generation, generation], tokenizer.pad_token_id)
 
 
-@pytest.mark.parametrize("prm_name", ["prm", "ensemble"])
+@pytest.mark.parametrize("prm_name", ["prm", "ensemble", "likelihood"])
 def test_value_init_loads_exactly_the_prm(tiny_dirs, prm_name):
     cfg = PPOConfig(variant="value-init")
     # an ensemble's critic starts from its first member, here the single PRM
     critic = make_critic(cfg, tiny_dirs.policy, tiny_dirs.policy.parent / prm_name)
-    prm = ValueModel.load(tiny_dirs.prm)
+    prm = ValueModel.load(tiny_dirs.policy.parent / ("prm" if prm_name == "ensemble" else prm_name))
     batch = probe_batch(tiny_dirs.tokenizer)
     with torch.no_grad():
         torch.testing.assert_close(
-            critic(batch.input_ids, batch.attention_mask),
-            prm(batch.input_ids, batch.attention_mask),
-            rtol=0,
-            atol=0,
+            critic_values(critic, batch), critic_values(prm, batch), rtol=0, atol=0
         )
+    assert (critic.likelihood is not None) == (prm_name == "likelihood")
     baseline = make_critic(PPOConfig(variant="baseline"), tiny_dirs.policy, None)
     assert float(baseline.head.bias.detach()) == 0.0  # a fresh head, not the PRM's
 
@@ -192,7 +196,12 @@ def fake_sandbox(requests):
 
 @pytest.mark.parametrize(
     ("variant", "prm_name"),
-    [("baseline", None), ("dense+value-init", "prm"), ("dense+value-init", "ensemble")],
+    [
+        ("baseline", None),
+        ("dense+value-init", "prm"),
+        ("dense+value-init", "ensemble"),
+        ("dense+value-init", "likelihood"),
+    ],
 )
 def test_one_ppo_step_runs_and_kl_starts_at_zero(tiny_dirs, tmp_path, variant, prm_name):
     problems = [
@@ -263,3 +272,5 @@ def test_a_minibatch_is_cut_to_its_own_lengths():
     assert mb.input_ids.shape == (2, 3) and mb.response_ids.shape == (2, 2)
     assert mb.input_ids.tolist() == [[1, 2, 3], [1, 2, 3]]
     assert mb.response_mask.tolist() == [[1.0, 0.0], [1.0, 1.0]]
+    # each row's response starts after its own prompt (what a likelihood-reading PRM needs)
+    assert packed.response_start.tolist() == [2, 4, 1] and mb.response_start.tolist() == [2, 1]

@@ -61,7 +61,7 @@ from models.prm_config import PRMTrainConfig
 from models.problems import Problem
 from models.reporting import MemoryReporter
 from models.tokenizer import train_tokenizer
-from models.value_model import ValueModel
+from models.value_model import LIKELIHOOD_DIR, LIKELIHOOD_SCALE, ValueModel
 from tests.test_evaluation import record as sample_record
 
 TINY = TinyModelConfig(n_layer=2, n_embd=64, n_head=2, vocab_size=320)
@@ -242,7 +242,7 @@ def test_scores_map_to_lines_when_bpe_tokens_span_newlines(tmp_path):
     # the id of its own last token
     backbone = build_tiny_policy(tokenizer, TinyModelConfig(n_layer=1, n_embd=32, n_head=2), 0)
     prm = ValueModel.from_backbone(backbone.transformer)
-    prm.forward = lambda input_ids, attention_mask: input_ids.float()
+    prm.forward = lambda input_ids, attention_mask, response_start: input_ids.float()
     (scores,) = score_responses(prm, tokenizer, [prompt], [response])
     assert scores == [float(ids[p]) for p in example.positions]
     # the end score is read at the EOS appended after the response
@@ -253,12 +253,15 @@ def test_scores_map_to_lines_when_bpe_tokens_span_newlines(tmp_path):
     short = encode(tokenizer, prompt, response, max_len=len(ids), outcome=1)
     assert short.end is None and short.outcome == 0
 
-    # the LM loss reads the response from its first token (here "\n    ", which the prompt
-    # and the response share) to the EOS, each predicted from the position before it
+    # the response starts at its first token (here "\n    ", which the prompt and the
+    # response share); the LM loss reads it from there to the EOS, each token predicted from
+    # the position before it
     lm = encode(tokenizer, prompt, response, max_len=512, lm=True)
     first = next(i for i, (_, stop) in enumerate(offsets) if stop > len(prompt))
-    assert offsets[first][0] < len(prompt) and lm.lm_start == first and example.lm_start is None
+    assert offsets[first][0] < len(prompt)
+    assert lm.response_start == example.response_start == first and lm.lm and not example.lm
     batch = collate([lm, example], tokenizer.pad_token_id, skip_neutral=True)
+    assert batch.response_start.tolist() == [first, first]
     targets = batch.lm_targets
     assert targets[0, first - 1 : len(lm.ids) - 1].tolist() == lm.ids[first:]
     assert (targets[0, : first - 1] == -100).all() and (targets[0, len(lm.ids) - 1 :] == -100).all()
@@ -266,7 +269,7 @@ def test_scores_map_to_lines_when_bpe_tokens_span_newlines(tmp_path):
     # with no prompt the first token has nothing to be predicted from: the rest still count
     bare = encode(tokenizer, "", response, max_len=512, lm=True)
     bare_targets = collate([bare], tokenizer.pad_token_id, skip_neutral=True).lm_targets[0]
-    assert bare.lm_start == 0 and bare_targets[: len(bare.ids) - 1].tolist() == bare.ids[1:]
+    assert bare.response_start == 0 and bare_targets[: len(bare.ids) - 1].tolist() == bare.ids[1:]
 
 
 def test_save_and_load_give_identical_scores(tmp_path, tiny_policy):
@@ -547,10 +550,9 @@ def lm_loss_of_passing_responses(prm: ValueModel, records: list[PRMRecord], poli
     return F.cross_entropy(logits.flatten(0, 1), batch.lm_targets.flatten()).item()
 
 
-def test_the_lm_loss_keeps_the_policys_next_token_predictions(
-    benchmark_records, tiny_policy, tmp_path
-):
-    # the policy first learns the passing responses (a short SFT through its own LM head)
+@pytest.fixture(scope="module")
+def sft_policy(tmp_path_factory, benchmark_records, tiny_policy) -> str:
+    """The tiny policy after a short SFT on the passing responses (through its own LM head)."""
     policy = GPT2LMHeadModel.from_pretrained(tiny_policy)
     tokenizer = AutoTokenizer.from_pretrained(tiny_policy)
     passing = [r for r in benchmark_records if r.passed]
@@ -563,7 +565,14 @@ def test_the_lm_loss_keeps_the_policys_next_token_predictions(
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    policy_dir = str(save_policy(policy, tokenizer, tmp_path / "sft"))
+    return str(save_policy(policy, tokenizer, tmp_path_factory.mktemp("sft")))
+
+
+def test_the_lm_loss_keeps_the_policys_next_token_predictions(
+    benchmark_records, sft_policy, tmp_path
+):
+    policy_dir = sft_policy
+    passing = [r for r in benchmark_records if r.passed]
     start = lm_loss_of_passing_responses(ValueModel.from_policy(policy_dir), passing, policy_dir)
 
     # then PRMs train from it at a high learning rate, without and with the LM loss
@@ -587,6 +596,66 @@ def test_the_lm_loss_keeps_the_policys_next_token_predictions(
         assert len(reporter.series("losses/prm_lm")) == (4 if lm_weight else 0)
     # the scalar loss alone erases much of what the policy predicted; the LM loss keeps it
     assert after[0.0] > 1.5 * start and after[1.0] < 0.5 * after[0.0], (start, after)
+
+
+def test_the_likelihood_input_is_the_least_likely_response_token_so_far(sft_policy):
+    plain = ValueModel.from_policy(sft_policy, seed=3)
+    prm = ValueModel.from_policy(sft_policy, seed=3, likelihood=True)
+    policy = GPT2LMHeadModel.from_pretrained(sft_policy)
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10], [5, 6, 7, 8, 9, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0]])
+    start = torch.tensor([2, 4])  # each response's first token; the second row is padded
+    with torch.no_grad():
+        # the weight starts at 0: the values are the head's alone
+        torch.testing.assert_close(prm(ids, mask, start), plain(ids, mask), rtol=0, atol=0)
+        prm.likelihood.weight.fill_(0.5 / LIKELIHOOD_SCALE)
+        added = prm(ids, mask, start) - plain(ids, mask)
+        logp = torch.log_softmax(policy(ids, attention_mask=mask).logits, -1)
+    for b in range(2):
+        least = 0.0  # nothing before the response counts: the prompt is not the response's
+        for t in range(ids.shape[1]):
+            if t >= start[b] and mask[b, t]:
+                least = min(least, float(logp[b, t - 1, ids[b, t]]))
+            assert float(added[b, t]) == pytest.approx(0.5 * least, abs=1e-5), (b, t)
+    assert float(added.min()) < 0
+    with pytest.raises(ValueError, match="response_start"):
+        prm(ids, mask)
+
+
+def test_a_prm_learns_to_read_the_policys_likelihood_and_leaves_the_policy_frozen(
+    benchmark_records, sft_policy, tmp_path
+):
+    cfg = PRMTrainConfig(
+        init_from=sft_policy,
+        policy_likelihood=True,
+        steps=30,
+        batch_size=16,
+        lr=3e-3,
+        warmup_steps=0,
+        eval_every=30,
+        device="cpu",
+    )
+    result = train_prm(cfg, benchmark_records, MemoryReporter(), tmp_path)
+    prm, tokenizer, _ = load_prm(result.checkpoint, device="cpu")
+    assert isinstance(prm, ValueModel) and prm.likelihood is not None
+    # a corrupted line reads a variable the SFT policy finds unlikely there: a positive weight
+    assert float(prm.likelihood.weight.detach()) > 0
+    assert not prm.likelihood.training  # load_prm's eval mode reaches the frozen policy
+    frozen = GPT2LMHeadModel.from_pretrained(sft_policy).state_dict()
+    saved = prm.likelihood.policy.state_dict()
+    assert all(torch.equal(saved[name], tensor) for name, tensor in frozen.items())
+    assert (result.checkpoint / LIKELIHOOD_DIR / "model.safetensors").is_file()
+    # the scoring API reads it as training did: the validation metrics come back exactly
+    _, val = split_by_problem(benchmark_records, cfg.val_fraction, cfg.seed)
+    scores = score_responses(prm, tokenizer, [r.prompt for r in val], [r.response for r in val])
+    flat = [
+        (score, label)
+        for record, line_scores in zip(val, scores, strict=True)
+        for score, label in zip(line_scores, record.labels, strict=True)
+        if label
+    ]
+    auc = roc_auc([score for score, _ in flat], [label > 0 for _, label in flat])
+    assert auc == pytest.approx(result.metrics["prm/auc"])
 
 
 def test_an_untied_policys_lm_head_is_its_own_frozen_output_layer(tmp_path):
