@@ -26,7 +26,8 @@ oracle) are measured on that pool in the same run.
    ``prm-train``'s ensemble instead (seeds ``--prm-seed`` … + N−1: the head and the data order,
    one validation split): a row per member, which measures how much the PRM's training alone
    moves the result on one policy and one pool, then the ensemble's row, ``prm_seed`` "mean".
-   ``--lm-weight W`` adds ``prm-train``'s language-modelling loss on the passing responses.
+   ``--lm-weight W`` adds ``prm-train``'s language-modelling loss on the passing responses;
+   ``--policy-likelihood``, its ``policy_likelihood`` input (the backbone's own likelihood).
 
 Sizes run smallest first and each row is appended to ``--out`` (JSONL) as it finishes, so a
 run stopped by its time budget keeps what it measured. Without
@@ -206,6 +207,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--lm-weight", type=float, default=0.0, help="prm-train's lm_weight (the LM loss)"
     )
+    parser.add_argument(
+        "--policy-likelihood",
+        action="store_true",
+        help="prm-train's policy_likelihood: the PRM reads the policy's likelihood",
+    )
     parser.add_argument("--pool-problems", type=int, default=128)
     parser.add_argument(
         "--pool-split",
@@ -361,6 +367,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "size": size,
             "prm_seed": seed,
             "lm_weight": args.lm_weight,
+            "policy_likelihood": args.policy_likelihood,
             "params_m": round(count_parameters(prm) / 1e6, 1),
             **{
                 key: round(metrics.get(f"prm/{metric}", float("nan")), 3)
@@ -388,6 +395,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             seed=prm_seed,
             ensemble=args.ensemble,
             lm_weight=args.lm_weight,
+            policy_likelihood=args.policy_likelihood,
             init_from=backbone,
             steps=args.prm_steps,
             batch_size=args.prm_batch,
