@@ -91,8 +91,11 @@ class PRMTrainConfig(BaseModel):
         "and the value at each token adds a learnt weight times the lowest log-probability "
         "so far. The policy checks each line against its prompt when it predicts the line's "
         "tokens — also for (op, number) pairs it never saw — which the head alone must "
-        "relearn from line labels. Costs one more forward pass of the policy per scoring "
-        "call and a copy of it in the checkpoint; PPO's ValueInit critic reads it too.",
+        "relearn from line labels. On the embedded benchmark, on three policies, it took "
+        "PRMs from below random (2 of 14 passed) to 7.2–7.8 points above a random pick at "
+        "best-of-16, level with the policy's own likelihood, not above it (README). Costs one "
+        "more forward pass of the policy per scoring call and a copy of it in the checkpoint; "
+        "PPO's ValueInit critic reads it too.",
     )
     skip_neutral: bool = Field(
         default=True,
