@@ -27,7 +27,8 @@ oracle) are measured on that pool in the same run.
    one validation split): a row per member, which measures how much the PRM's training alone
    moves the result on one policy and one pool, then the ensemble's row, ``prm_seed`` "mean".
    ``--lm-weight W`` adds ``prm-train``'s language-modelling loss on the passing responses;
-   ``--policy-likelihood``, its ``policy_likelihood`` input (the backbone's own likelihood).
+   ``--no-policy-likelihood`` leaves out its ``policy_likelihood`` input (the backbone's own
+   likelihood, on by default as in ``prm-train``).
 
 Sizes run smallest first and each row is appended to ``--out`` (JSONL) as it finishes, so a
 run stopped by its time budget keeps what it measured. Without
@@ -209,7 +210,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument(
         "--policy-likelihood",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=PRMTrainConfig().policy_likelihood,
         help="prm-train's policy_likelihood: the PRM reads the policy's likelihood",
     )
     parser.add_argument("--pool-problems", type=int, default=128)

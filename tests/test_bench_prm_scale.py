@@ -67,7 +67,7 @@ def test_bench_prm_scale_scores_one_pool_with_a_prm_per_size(
         "1x48x2",
     ]
     assert figures["skipped"] == [] and first["lm_weight"] == 0.0
-    assert first["policy_likelihood"] is False
+    assert first["policy_likelihood"] is True  # prm-train's default
 
     # exact labels, and a pool of train problems that the labelling leaves out
     figures = main(
@@ -84,7 +84,7 @@ def test_bench_prm_scale_scores_one_pool_with_a_prm_per_size(
             "--prm-seed", "3",
             "--ensemble", "2",
             "--lm-weight", "1",
-            "--policy-likelihood",
+            "--no-policy-likelihood",
             "--responses", "2",
             "--pool-split", "train",
             "--pool-problems", "2",
@@ -109,7 +109,7 @@ def test_bench_prm_scale_scores_one_pool_with_a_prm_per_size(
     ]
     assert set(figures["rows"][2]["best_of"]["4"]) >= {"prm_end", "random", "oracle"}
     recipe = {(row["lm_weight"], row["policy_likelihood"]) for row in figures["rows"]}
-    assert recipe == {(1.0, True)}
+    assert recipe == {(1.0, False)}
 
 
 def test_a_size_that_is_not_layers_by_width_by_heads_names_the_format() -> None:

@@ -545,7 +545,9 @@ def lm_loss_of_passing_responses(prm: ValueModel, records: list[PRMRecord], poli
     examples = [encode(tokenizer, r.prompt, r.response, 512, lm=True) for r in passing]
     batch = collate(examples, tokenizer.pad_token_id, skip_neutral=True)
     with torch.no_grad():
-        _, hidden = prm(batch.input_ids, batch.attention_mask, with_hidden=True)
+        _, hidden = prm(
+            batch.input_ids, batch.attention_mask, batch.response_start, with_hidden=True
+        )
         logits = hidden @ policy_lm_head(prm, policy).T
     return F.cross_entropy(logits.flatten(0, 1), batch.lm_targets.flatten()).item()
 
