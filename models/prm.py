@@ -1,7 +1,9 @@
 """The line-level process reward model (PRM): training, scoring and evaluation (DESIGN §1.4).
 
 The PRM is a ``ValueModel`` — the policy's transformer plus a scalar head, the critic's
-architecture, so PPO's ValueInit can start the critic from it. Its output at the **last token of
+architecture, so PPO's ValueInit can start the critic from it; by default (``policy_likelihood``)
+its value also reads a frozen copy of the policy's likelihood of the response
+(``models.value_model.PolicyLikelihood``). Its output at the **last token of
 line m** (``models.lines``: the token holding the line's newline) estimates the label of the
 prefix ``y_{≤m}``: +1 if a completion of it can still pass, −1 if not.
 
@@ -907,7 +909,8 @@ def heldout_eval(
     prm: Scorer, data: SplitExamples, pad_id: int, cfg: PRMTrainConfig
 ) -> tuple[dict[str, float], list[dict[str, float]], list[tuple[float, float]]]:
     """The ``prm/…`` metrics of a trained PRM (or ensemble) on the validation split — line
-    labels, first errors, end scores, the validation loss — its calibration and ROC curves."""
+    labels, first errors, end scores, the validation loss, and the weight it learnt for the
+    policy's likelihood (an ensemble's mean) — its calibration and ROC curves."""
     val_loss, raw, ends = validation_loss(prm, data.val, data.val_problems, pad_id, cfg)
     scores = [to_scores(torch.tensor(r), cfg.loss).tolist() for r in raw]
     neutral = [[is_neutral(line) for line in r.completions] for r in data.val_records]
@@ -916,6 +919,10 @@ def heldout_eval(
     end_scores = [None if e is None else float(to_scores(torch.tensor(e), cfg.loss)) for e in ends]
     metrics.update(end_metrics(end_scores, data.val, data.val_problems))
     metrics["prm/val_loss"] = val_loss
+    members = prm.members if isinstance(prm, PRMEnsemble) else [prm]
+    likelihoods = [m.likelihood for m in members if m.likelihood is not None]
+    if likelihoods:
+        metrics["prm/likelihood_weight"] = float(np.mean([lk.learnt() for lk in likelihoods]))
     return metrics, curve, roc
 
 

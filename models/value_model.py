@@ -55,6 +55,10 @@ class PolicyLikelihood(nn.Module):
         self.policy = policy.eval().requires_grad_(False)
         self.weight = nn.Parameter(torch.tensor(weight / LIKELIHOOD_SCALE))
 
+    def learnt(self) -> float:
+        """w, the weight the value gives the least likely token's log-probability."""
+        return LIKELIHOOD_SCALE * float(self.weight.detach())
+
     def train(self, mode: bool = True) -> PolicyLikelihood:
         super().train(mode)
         self.policy.eval()  # frozen: no dropout whatever the value model's mode

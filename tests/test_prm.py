@@ -641,7 +641,8 @@ def test_a_prm_learns_to_read_the_policys_likelihood_and_leaves_the_policy_froze
     prm, tokenizer, _ = load_prm(result.checkpoint, device="cpu")
     assert isinstance(prm, ValueModel) and prm.likelihood is not None
     # a corrupted line reads a variable the SFT policy finds unlikely there: a positive weight
-    assert float(prm.likelihood.weight.detach()) > 0
+    assert prm.likelihood.learnt() > 0
+    assert result.metrics["prm/likelihood_weight"] == pytest.approx(prm.likelihood.learnt())
     assert not prm.likelihood.training  # load_prm's eval mode reaches the frozen policy
     frozen = GPT2LMHeadModel.from_pretrained(sft_policy).state_dict()
     saved = prm.likelihood.policy.state_dict()
