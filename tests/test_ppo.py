@@ -127,7 +127,8 @@ def tiny_dirs(tmp_path_factory):
 
 def probe_batch(tokenizer):
     ids = tokenizer("def f(xs):\n    ys = xs\n", add_special_tokens=False)["input_ids"]
-    generation = Generation(ids[:4], ids[4:], [0.0] * (len(ids) - 4), "", "eos")
+    # the prompt is the def line; the body (3 tokens) is the response
+    generation = Generation(ids[:1], ids[1:], [0.0] * (len(ids) - 1), "", "eos")
     return pack([generation, generation], tokenizer.pad_token_id)
 
 
@@ -139,9 +140,10 @@ def test_value_init_loads_exactly_the_prm(tiny_dirs, prm_name):
     prm = ValueModel.load(tiny_dirs.policy.parent / ("prm" if prm_name == "ensemble" else prm_name))
     batch = probe_batch(tiny_dirs.tokenizer)
     with torch.no_grad():
-        torch.testing.assert_close(
-            critic_values(critic, batch), critic_values(prm, batch), rtol=0, atol=0
-        )
+        values = critic(batch.input_ids, batch.attention_mask, batch.response_start)
+        expected = prm(batch.input_ids, batch.attention_mask, batch.response_start)
+        torch.testing.assert_close(values, expected, rtol=0, atol=0)
+        assert critic_values(critic, batch).shape == batch.response_ids.shape  # (B, R), R = 3
     assert (critic.likelihood is not None) == (prm_name == "likelihood")
     baseline = make_critic(PPOConfig(variant="baseline"), tiny_dirs.policy, None)
     assert float(baseline.head.bias.detach()) == 0.0  # a fresh head, not the PRM's
